@@ -1,0 +1,58 @@
+"""Optuna through Ray Tune: the sampler named in the search space, and a searcher that tells
+Optuna the truth about trials ASHA stopped."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+from sweeps.space import SearchSpace
+
+
+def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
+    searcher = space.spec.searcher
+    if searcher.sampler == "tpe":
+        # multivariate + group model the conditional params jointly; constant_liar keeps
+        # parallel workers from proposing the same point while results are pending.
+        return optuna.samplers.TPESampler(seed=searcher.seed, n_startup_trials=searcher.startup_trials,
+                                          multivariate=True, group=True, constant_liar=True)
+    if searcher.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=searcher.seed, n_startup_trials=searcher.startup_trials)
+    if searcher.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=searcher.seed)
+    return optuna.samplers.RandomSampler(seed=searcher.seed)
+
+
+class PruneAwareOptunaSearch(OptunaSearch):
+    """Ray's OptunaSearch tells Optuna COMPLETE with the last value for a trial ASHA stopped, and
+    COMPLETE for an errored trial that reported once; that misleads TPE. Here a trial that ended
+    before ``max_t`` is PRUNED (its intermediate values stay), and an errored one is FAIL."""
+
+    def __init__(self, *args: Any, max_t: int, time_attr: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_t, self.time_attr = max_t, time_attr
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return super().on_trial_complete(trial_id, result, error)
+        progress = int((result or {}).get(self.time_attr, 0))
+        if error or not result or self.metric not in result:
+            state, value = (TrialState.FAIL if error else TrialState.PRUNED), None
+        elif progress < self.max_t:
+            state, value = TrialState.PRUNED, None
+        else:
+            state, value = TrialState.COMPLETE, result[self.metric]
+        self._ot_study.tell(self._ot_trials[trial_id], value, state=state)
+        self._completed_trials.add(trial_id)
+
+
+def make_searcher(space: SearchSpace, storage_url: str, study_name: str) -> PruneAwareOptunaSearch:
+    storage = optuna.storages.RDBStorage(storage_url)
+    return PruneAwareOptunaSearch(
+        space=space.define_by_run(), metric="objective", mode=space.spec.objective.mode,
+        points_to_evaluate=space.spec.points_to_evaluate or None, sampler=make_sampler(space),
+        study_name=study_name, storage=storage, max_t=space.max_t,
+        time_attr=space.spec.scheduler.time_attr)

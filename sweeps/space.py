@@ -1,0 +1,339 @@
+"""Search-space YAML → a validated sweep specification → an Optuna define-by-run space.
+
+Everything is checked before Ray starts: the file's structure (pydantic), every dotted path
+against the VAE config schema, every bound and distribution, conditions and starting points.
+All problems are collected and reported together, each with the file and the key."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from vae.config import ConfigError, VAEConfig, field_spec, load_config
+
+# Weight-independent validation metrics (vae/metrics.py) and the direction that is better.
+OBJECTIVE_METRICS = {
+    "val/mel_distance": "min",
+    "val/stft_distance": "min",
+    "val/si_sdr": "max",
+    "val/kl_kbps": "min",
+}
+
+
+class SpaceError(ValueError):
+    """A search space that cannot run; the message lists every problem with file and key."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path, self.problems = path, problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{path}: {len(problems)} problem(s) in the search space:\n{lines}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FloatParam(_Strict):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+    condition: dict[str, Any] | None = None
+
+
+class IntParam(_Strict):
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+    step: int = 1
+    condition: dict[str, Any] | None = None
+
+
+class CategoricalParam(_Strict):
+    type: Literal["categorical"]
+    choices: list[Any] = Field(min_length=1)
+    condition: dict[str, Any] | None = None
+
+
+Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
+
+
+class BaseSection(_Strict):
+    config: str | None = Field(None, description="a vae config YAML, relative to the space file")
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class Objective(_Strict):
+    metric: str = "val/mel_distance"
+    mode: Literal["min", "max"] = "min"
+
+
+class RateBudget(_Strict):
+    """Distortion at a rate budget: trials above ``max_kbps`` have their objective penalised by
+    ``penalty_per_kbps`` for every kbps over, so the searcher looks for the best model that fits."""
+
+    max_kbps: float = Field(gt=0)
+    penalty_per_kbps: float = Field(1.0, gt=0)
+
+
+class Searcher(_Strict):
+    sampler: Literal["tpe", "gp", "random", "nsga2"] = "tpe"
+    seed: int = 0
+    startup_trials: int = Field(4, ge=0)
+
+
+class Scheduler(_Strict):
+    type: Literal["asha", "none"] = "asha"
+    time_attr: Literal["training_iteration", "step"] = "training_iteration"
+    max_t: int | None = Field(None, ge=1, description="default: the trial's number of validations")
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(3.0, gt=1)
+
+
+class Resources(_Strict):
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+
+class SpaceFile(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    base: BaseSection = Field(default_factory=BaseSection)
+    objective: Objective = Field(default_factory=Objective)
+    rate_budget: RateBudget | None = None
+    searcher: Searcher = Field(default_factory=Searcher)
+    scheduler: Scheduler = Field(default_factory=Scheduler)
+    num_samples: int = Field(8, ge=1)
+    max_concurrent_trials: int = Field(2, ge=1)
+    max_failures: int = Field(0, ge=0, description="retries of a failing trial")
+    resources: Resources = Field(default_factory=Resources)
+    params: dict[str, Param] = Field(min_length=1)
+    points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class SearchSpace:
+    """A validated search space: the parsed file plus the resolved base config."""
+
+    def __init__(self, path: Path, spec: SpaceFile, base_config: VAEConfig, raw_text: str) -> None:
+        self.path, self.spec, self.base_config, self.raw_text = path, spec, base_config, raw_text
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def reports_per_trial(self) -> int:
+        trainer = self.base_config.trainer
+        return math.ceil(trainer.max_steps / trainer.val_every_steps)
+
+    @property
+    def max_t(self) -> int:
+        """The ASHA horizon in its time unit; a trial that reaches it is complete, not pruned."""
+        if self.spec.scheduler.max_t is not None:
+            return self.spec.scheduler.max_t
+        if self.spec.scheduler.time_attr == "step":
+            return self.base_config.trainer.max_steps
+        return self.reports_per_trial
+
+    def define_by_run(self) -> DefineByRun:
+        return DefineByRun(self.spec.params)
+
+
+class DefineByRun:
+    """Optuna define-by-run space: params in file order, conditional ones only when their
+    condition holds (so TPE never models a value that had no effect). A class, not a closure,
+    because Ray pickles the searcher with plain pickle to resume it."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = params
+
+    def __call__(self, trial: Any) -> None:
+        chosen: dict[str, Any] = {}
+        for path, param in self.params.items():
+            if param.condition and any(chosen.get(k, _MISSING) != v
+                                       for k, v in param.condition.items()):
+                continue
+            if isinstance(param, FloatParam):
+                chosen[path] = trial.suggest_float(path, param.low, param.high, log=param.log,
+                                                   step=param.step)
+            elif isinstance(param, IntParam):
+                chosen[path] = trial.suggest_int(path, param.low, param.high, log=param.log,
+                                                 step=param.step)
+            else:
+                chosen[path] = trial.suggest_categorical(path, param.choices)
+
+
+_MISSING = object()
+
+
+def load_space(path: str | Path, overrides: dict[str, Any] | None = None) -> SearchSpace:
+    """Parse and validate a search-space file; SpaceError lists every problem found."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpaceError(str(path), ["file not found"])
+    raw_text = path.read_text()
+    try:
+        raw = yaml.safe_load(raw_text)
+    except yaml.YAMLError as exc:
+        raise SpaceError(str(path), [f"not valid YAML: {exc}"]) from None
+    if not isinstance(raw, dict):
+        raise SpaceError(str(path), ["expected a mapping at the top level (name, params, ...)"])
+    raw.update(overrides or {})
+    try:
+        spec = SpaceFile.model_validate(raw)
+    except ValidationError as exc:
+        raise SpaceError(str(path), [_pydantic_problem(err) for err in exc.errors()]) from None
+
+    problems: list[str] = []
+    base_config = _base_config(path, spec, problems)
+    _check_objective(spec, problems)
+    _check_scheduler(spec, base_config, problems)
+    for name, param in spec.params.items():
+        _check_param(name, param, spec, base_config, problems)
+    _check_points(spec, problems)
+    if problems:
+        raise SpaceError(str(path), problems)
+    return SearchSpace(path.resolve(), spec, base_config, raw_text)
+
+
+def _pydantic_problem(err: dict[str, Any]) -> str:
+    # Drop the union tag pydantic inserts ("params.x.float.low" → "params.x.low").
+    loc = [str(p) for p in err["loc"] if p not in ("float", "int", "categorical")]
+    key = ".".join(loc) or "<top level>"
+    if err["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    if err["type"] == "union_tag_invalid" or err["type"] == "union_tag_not_found":
+        return f"{key}: type must be one of float, int, categorical (got {err.get('input')!r})"
+    return f"{key}: {err['msg']} (got {err.get('input')!r})"
+
+
+def _base_config(path: Path, spec: SpaceFile, problems: list[str]) -> VAEConfig:
+    config_path = None
+    if spec.base.config:
+        config_path = (path.parent / spec.base.config).resolve()
+        if not config_path.is_file():
+            problems.append(f"base.config: file not found: {config_path}")
+            config_path = None
+    try:
+        return load_config(config_path, spec.base.overrides)
+    except ConfigError as exc:
+        problems.append(f"base: {exc}")
+        return VAEConfig()
+
+
+def _check_objective(spec: SpaceFile, problems: list[str]) -> None:
+    metric, mode = spec.objective.metric, spec.objective.mode
+    if metric not in OBJECTIVE_METRICS:
+        hint = " (training losses depend on the searched weights and cannot rank trials)" \
+            if metric.startswith("train/") else ""
+        problems.append(f"objective.metric: {metric!r} is not a weight-independent validation "
+                        f"metric{hint}; expected one of {sorted(OBJECTIVE_METRICS)}")
+    elif OBJECTIVE_METRICS[metric] != mode:
+        problems.append(f"objective.mode: {metric} is better when {OBJECTIVE_METRICS[metric]}imised, "
+                        f"got mode {mode!r}")
+    if spec.rate_budget is not None and mode != "min":
+        problems.append("rate_budget: needs an objective that is minimised (a distortion)")
+
+
+def _check_scheduler(spec: SpaceFile, config: VAEConfig, problems: list[str]) -> None:
+    sched = spec.scheduler
+    if sched.type == "none":
+        return
+    reports = math.ceil(config.trainer.max_steps / config.trainer.val_every_steps)
+    horizon = config.trainer.max_steps if sched.time_attr == "step" else reports
+    if sched.max_t is not None and sched.max_t > horizon:
+        problems.append(f"scheduler.max_t: {sched.max_t} exceeds what a trial reaches "
+                        f"({horizon} {sched.time_attr} with trainer.max_steps="
+                        f"{config.trainer.max_steps}, val_every_steps={config.trainer.val_every_steps})")
+    max_t = sched.max_t or horizon
+    if sched.grace_period > max_t:
+        problems.append(f"scheduler.grace_period: {sched.grace_period} exceeds max_t {max_t}")
+    if sched.type == "asha" and reports < 2:
+        problems.append("scheduler: ASHA needs at least 2 validations per trial "
+                        f"(trainer.max_steps={config.trainer.max_steps}, "
+                        f"val_every_steps={config.trainer.val_every_steps})")
+
+
+def _check_param(name: str, param: Any, spec: SpaceFile, base: VAEConfig,
+                 problems: list[str]) -> None:
+    key = f"params.{name}"
+    try:
+        field = field_spec(name)
+    except ConfigError as exc:
+        problems.append(f"{key}: not a config key: {exc}")
+        return
+    if name in spec.base.overrides:
+        problems.append(f"{key}: also set in base.overrides; a searched key must not be fixed there")
+    if isinstance(param, CategoricalParam):
+        if len(set(map(repr, param.choices))) != len(param.choices):
+            problems.append(f"{key}.choices: repeated choice in {param.choices}")
+        for choice in param.choices:
+            if (why := _rejects(base, name, choice)) is not None:
+                problems.append(f"{key}.choices: {choice!r} is not valid for the config: {why}")
+    else:
+        expected = "float" if isinstance(param, FloatParam) else "int"
+        if field.kind not in ("float", "int") or (expected == "float" and field.kind == "int"):
+            problems.append(f"{key}: a {expected} range on a {field.kind} config key "
+                            f"(use type: {'int' if field.kind == 'int' else 'categorical'})")
+            return
+        if not param.low < param.high:
+            problems.append(f"{key}: low ({param.low}) must be below high ({param.high})")
+        if param.log and param.low <= 0:
+            problems.append(f"{key}: log scale needs low > 0 (got {param.low})")
+        if param.log and (param.step not in (None, 1) if isinstance(param, IntParam) else param.step):
+            problems.append(f"{key}: step cannot be combined with log scale")
+        if param.step is not None and param.step <= 0:
+            problems.append(f"{key}.step: must be positive (got {param.step})")
+        for bound in ("low", "high"):
+            value = getattr(param, bound)
+            if (why := _rejects(base, name, value)) is not None:
+                problems.append(f"{key}.{bound}: {value!r} is outside what the config accepts: {why}")
+    _check_condition(name, param, spec, problems)
+
+
+def _rejects(base: VAEConfig, name: str, value: Any) -> str | None:
+    """Why the base config refuses ``name = value`` (None if it accepts it)."""
+    try:
+        base.override({name: value})
+    except ConfigError as exc:
+        return str(exc).split("\n", 1)[-1].strip()
+    return None
+
+
+def _check_condition(name: str, param: Any, spec: SpaceFile, problems: list[str]) -> None:
+    if not param.condition:
+        return
+    order = list(spec.params)
+    for cond_key, cond_value in param.condition.items():
+        where = f"params.{name}.condition.{cond_key}"
+        parent = spec.params.get(cond_key)
+        if parent is None:
+            problems.append(f"{where}: conditions must name a searched categorical param "
+                            f"(known: {', '.join(order)})")
+        elif not isinstance(parent, CategoricalParam):
+            problems.append(f"{where}: conditions must name a categorical param")
+        elif order.index(cond_key) > order.index(name):
+            problems.append(f"{where}: must be declared before {name} (params are sampled in order)")
+        elif cond_value not in parent.choices:
+            problems.append(f"{where}: {cond_value!r} is not one of its choices {parent.choices}")
+
+
+def _check_points(spec: SpaceFile, problems: list[str]) -> None:
+    for i, point in enumerate(spec.points_to_evaluate):
+        for name, value in point.items():
+            key = f"points_to_evaluate[{i}].{name}"
+            param = spec.params.get(name)
+            if param is None:
+                problems.append(f"{key}: not a searched param (known: {', '.join(spec.params)})")
+            elif isinstance(param, CategoricalParam):
+                if value not in param.choices:
+                    problems.append(f"{key}: {value!r} is not one of {param.choices}")
+            elif not isinstance(value, (int, float)) or isinstance(value, bool) \
+                    or not param.low <= value <= param.high:
+                problems.append(f"{key}: {value!r} is outside [{param.low}, {param.high}]")

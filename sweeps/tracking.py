@@ -1,0 +1,160 @@
+"""MLflow for sweeps: one parent run per sweep, one nested child run per Ray trial.
+
+Ray's own MLflowLoggerCallback duplicates runs after ``Tuner.restore`` and leaves ASHA-stopped
+runs RUNNING, so this module owns the runs: a child run is found by its ``ray.trial_id`` tag
+before one is created (a resumed trial reattaches), and the driver alone sets final statuses —
+live from a Tune callback, and once more from the finished result grid (``reconcile``), which
+also repairs what a killed driver left RUNNING."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+TRIAL_TAG = "ray.trial_id"
+SWEEP_TAG = "sweep.name"
+PARENT_TAG = "mlflow.parentRunId"
+OUTCOME_TAG = "sweep.outcome"
+STATUS_FOR_OUTCOME = {"completed": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
+
+
+def client_for(tracking_uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
+    """The experiment id, created beforehand (trials must never race to create it)."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+def default_artifact_location(tracking_uri: str) -> str | None:
+    """For a local sqlite store keep artifacts beside the database, not in whatever cwd a
+    process happens to have."""
+    if tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+def open_parent_run(client: MlflowClient, experiment_id: str, sweep_name: str,
+                    state_file: Path) -> str:
+    """Create the sweep's parent run, or reattach to the one recorded in ``state_file``."""
+    if state_file.is_file():
+        run_id = json.loads(state_file.read_text()).get("parent_run_id")
+        if run_id:
+            client.update_run(run_id, status="RUNNING")
+            return run_id
+    run = client.create_run(experiment_id, run_name=sweep_name, tags={SWEEP_TAG: sweep_name})
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    state_file.write_text(json.dumps({"parent_run_id": run.info.run_id,
+                                      "experiment_id": experiment_id}, indent=2))
+    return run.info.run_id
+
+
+def find_child_run(client: MlflowClient, experiment_id: str, parent_run_id: str,
+                   trial_id: str) -> str | None:
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}' and tags.`{PARENT_TAG}` = '{parent_run_id}'",
+        max_results=2,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Any]:
+    return client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+                              max_results=10_000)
+
+
+def open_child_run(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str,
+                   trial_name: str, sweep_name: str) -> str:
+    """The trial's child run: reattached (status back to RUNNING) if it exists, else created."""
+    run_id = find_child_run(client, experiment_id, parent_run_id, trial_id)
+    if run_id is not None:
+        client.update_run(run_id, status="RUNNING")
+        client.set_tag(run_id, "resumed", "true")
+        return run_id
+    run = client.create_run(experiment_id, run_name=trial_name, tags={
+        PARENT_TAG: parent_run_id, TRIAL_TAG: trial_id, SWEEP_TAG: sweep_name})
+    return run.info.run_id
+
+
+def trial_outcome(status: str, iterations: int, max_t: int, errored: bool) -> str | None:
+    """completed / pruned / failed for a finished Tune trial; None while it is not finished."""
+    if errored or status == "ERROR":
+        return "failed"
+    if status != "TERMINATED":
+        return None
+    return "completed" if iterations >= max_t else "pruned"
+
+
+def set_outcome(client: MlflowClient, run_id: str, outcome: str, reason: str | None = None) -> None:
+    client.set_tag(run_id, OUTCOME_TAG, outcome)
+    if reason:
+        client.set_tag(run_id, "failure_reason", reason[-4900:])
+    client.set_terminated(run_id, STATUS_FOR_OUTCOME[outcome])
+
+
+class TrialRunStatusCallback(tune.Callback):
+    """Driver side: sets each child run's final status as soon as Tune knows it."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, max_t: int,
+                 time_attr: str) -> None:
+        self.tracking_uri, self.experiment_id = tracking_uri, experiment_id
+        self.parent_run_id, self.max_t, self.time_attr = parent_run_id, max_t, time_attr
+
+    def _finish(self, trial: Any, errored: bool) -> None:
+        client = client_for(self.tracking_uri)
+        run_id = find_child_run(client, self.experiment_id, self.parent_run_id, trial.trial_id)
+        if run_id is None:  # failed before it could open its run: make one so nothing is lost
+            run_id = open_child_run(client, self.experiment_id, self.parent_run_id, trial.trial_id,
+                                    str(trial), client.get_run(self.parent_run_id).info.run_name)
+        progress = int((trial.last_result or {}).get(self.time_attr, 0))
+        outcome = "failed" if errored else ("completed" if progress >= self.max_t else "pruned")
+        set_outcome(client, run_id, outcome, error_text(trial) if errored else None)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, errored=False)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, errored=True)
+
+
+def error_text(trial: Any) -> str:
+    error_file = getattr(trial, "error_file", None)
+    if error_file and Path(error_file).is_file():
+        return Path(error_file).read_text()
+    return str(getattr(trial, "error_msg", None) or "trial failed")
+
+
+def reconcile(client: MlflowClient, experiment_id: str, parent_run_id: str,
+              outcomes: dict[str, tuple[str, str | None]]) -> dict[str, int]:
+    """Make every child run's status agree with the final Tune outcome ({trial_id: (outcome,
+    reason)}); returns counts per outcome. Runs still RUNNING for unknown trials become FAILED."""
+    counts: dict[str, int] = {}
+    for run in child_runs(client, experiment_id, parent_run_id):
+        trial_id = run.data.tags.get(TRIAL_TAG)
+        outcome, reason = outcomes.get(trial_id, (None, None))
+        if outcome is None:
+            if run.info.status == "RUNNING":
+                outcome, reason = "failed", "the sweep ended without this trial finishing"
+            else:
+                continue
+        if run.info.status != STATUS_FOR_OUTCOME[outcome] or \
+                run.data.tags.get(OUTCOME_TAG) != outcome:
+            set_outcome(client, run.info.run_id, outcome, reason)
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts
+
+
+def run_status(client: MlflowClient, run_id: str) -> str:
+    return RunStatus.to_string(RunStatus.from_string(client.get_run(run_id).info.status))

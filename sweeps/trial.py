@@ -1,0 +1,109 @@
+"""The Ray Tune function of one trial: sampled values → VAE config → the same ``vae.train.train``
+that ``python -m vae.train`` runs, reporting metrics and a checkpoint after every validation."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import ray
+import torch
+from ray import tune
+
+from sweeps.tracking import client_for, open_child_run
+from vae.config import VAEConfig
+from vae.train import train
+
+CHECKPOINT_FILE = "model.ckpt"
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial needs from the driver (picklable; passed with tune.with_parameters)."""
+
+    sweep_name: str
+    base_config: dict[str, Any]
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    objective_metric: str
+    max_kbps: float | None = None
+    penalty_per_kbps: float = 1.0
+    cpus_per_trial: float = 1.0
+
+
+def objective_value(metrics: dict[str, float], context: TrialContext) -> float:
+    """The scalar ASHA and Optuna rank by: the objective metric, plus a penalty per kbps above the
+    rate budget when there is one (distortion at a rate budget)."""
+    value = metrics[context.objective_metric]
+    if context.max_kbps is not None:
+        value += context.penalty_per_kbps * max(0.0, metrics["val/kl_kbps"] - context.max_kbps)
+    return value
+
+
+class TuneReportCallback(pl.Callback):
+    """After each validation: ``tune.report`` of the fixed metrics, the objective and the step,
+    with a checkpoint the trial resumes from after a restart."""
+
+    def __init__(self, context: TrialContext) -> None:
+        self.context = context
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if not metrics:
+            return
+        metrics["step"] = trainer.global_step
+        objective = objective_value(metrics, self.context)
+        # A NaN objective would poison the searcher; report it as +inf-like failure instead.
+        metrics["objective"] = objective if math.isfinite(objective) else float("inf")
+        with tempfile.TemporaryDirectory() as folder:
+            trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def run_trial(sampled: dict[str, Any], context: TrialContext) -> None:
+    """The Tune trainable (wrap with ``tune.with_parameters(run_trial, context=...)``)."""
+    tune_context = tune.get_context()
+    trial_id, trial_name = tune_context.get_trial_id(), tune_context.get_trial_name()
+    trial_dir = Path(tune_context.get_trial_dir())
+    # Ray shows a trial every GPU unless told otherwise; trust only the ones it assigned.
+    accelerator = "gpu" if ray.get_gpu_ids() else "cpu"
+    torch.set_num_threads(max(1, int(context.cpus_per_trial)))
+    config = VAEConfig.model_validate(context.base_config).override({
+        **sampled,
+        "trainer.accelerator": accelerator,
+        "trainer.progress_bar": False,
+        "tracking.tracking_uri": context.tracking_uri,
+        "tracking.run_name": trial_name,
+    })
+
+    client = client_for(context.tracking_uri)
+    run_id = open_child_run(client, context.experiment_id, context.parent_run_id, trial_id,
+                            trial_name, context.sweep_name)
+    for name, value in sampled.items():
+        client.log_param(run_id, f"searched/{name}", value)
+
+    ckpt_path = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            ckpt_path = trial_dir / "resume" / CHECKPOINT_FILE
+            ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(Path(folder) / CHECKPOINT_FILE, ckpt_path)
+        client.set_tag(run_id, "resumed_from_step", str(torch.load(
+            ckpt_path, map_location="cpu", weights_only=True)["global_step"]))
+    try:
+        train(config, ckpt_path=str(ckpt_path) if ckpt_path else None,
+              callbacks=[TuneReportCallback(context)], mlflow_run_id=run_id,
+              run_dir=trial_dir / "lightning", owns_run_status=False)
+    except Exception:
+        client.set_tag(run_id, "failure_reason", traceback.format_exc()[-4900:])
+        raise

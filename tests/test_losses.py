@@ -1,0 +1,114 @@
+import pytest
+import torch
+
+from vae.config import LossConfig
+from vae.losses import ReconstructionLoss, weighted_sum
+from vae.losses.spectral import (MultiResolutionSTFTLoss, MultiScaleMelLoss, StereoSpectrograms,
+                                 waveform_l1)
+from vae.losses.stereo import stereo_weighted
+from vae.metrics import mel_distance, si_sdr, stft_distance
+from vae.model import Posterior
+
+SR = 16000
+
+
+def signals(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    target = torch.randn(2, 2, 4096, generator=g) * 0.3
+    prediction = target + 0.1 * torch.randn(2, 2, 4096, generator=g)
+    return prediction, target
+
+
+def small_losses() -> LossConfig:
+    return LossConfig.model_validate({"stft": {"fft_sizes": [256, 128]},
+                                      "mel": {"window_sizes": [256, 512], "n_mels": [16, 32]},
+                                      "waveform": {"weight": 1.0}})
+
+
+@pytest.mark.parametrize("loss", [MultiResolutionSTFTLoss([256, 64]),
+                                  MultiScaleMelLoss(SR, [128, 512], [10, 40])])
+def test_each_spectral_loss_is_zero_on_identical_input_and_positive_per_view(loss):
+    prediction, target = signals()
+    same = loss(StereoSpectrograms(target, target))
+    assert same.shape == (4,) and float(same.abs().max()) < 1e-6
+    assert (loss(StereoSpectrograms(prediction, target)) > 1e-3).all()
+    assert float(waveform_l1(target, target)) == 0.0 < float(waveform_l1(prediction, target))
+
+
+def test_mid_side_spectra_match_ffts_of_mid_and_side_signals():
+    prediction, target = signals()
+    spectra = StereoSpectrograms(prediction, target)
+    pred_mag, _ = spectra.magnitudes(256)
+    left, right = prediction[:, 0:1], prediction[:, 1:2]
+    direct = StereoSpectrograms(torch.cat([(left + right) / 2, (left - right) / 2], 1), target[:, :2])
+    assert torch.allclose(pred_mag[:, 2:], direct.magnitudes(256)[0][:, :2], atol=1e-4)
+
+
+def test_metrics_zero_on_identical_and_order_by_error():
+    prediction, target = signals()
+    assert float(mel_distance(target, target, SR)) < 1e-6
+    assert float(stft_distance(target, target)) < 1e-6
+    worse = target + 0.4 * torch.randn_like(target)
+    assert float(mel_distance(worse, target, SR)) > float(mel_distance(prediction, target, SR)) > 0
+    assert float(stft_distance(worse, target)) > float(stft_distance(prediction, target)) > 0
+    assert float(si_sdr(prediction, target)) > float(si_sdr(worse, target))
+    # scale invariance
+    assert float(si_sdr(3.0 * prediction, target)) == pytest.approx(float(si_sdr(prediction, target)), abs=1e-3)
+
+
+def test_stereo_weighting_and_a_side_only_error():
+    per_view = torch.tensor([1.0, 3.0, 5.0, 7.0])
+    assert float(stereo_weighted(per_view, 1.0, 0.0)) == 2.0
+    assert float(stereo_weighted(per_view, 0.0, 1.0)) == 6.0
+    assert float(stereo_weighted(per_view, 0.5, 2.0)) == 13.0
+    assert float(stereo_weighted(torch.tensor([4.0]), 0.5, 2.0)) == 2.0
+    # an error in the side channel only: invisible to mid, seen by side
+    _, target = signals()
+    mono = target.clone()
+    mono[:, 1] = mono[:, 0]
+    widened = mono.clone()
+    widened[:, 0] += 0.05 * torch.randn_like(widened[:, 0])
+    widened[:, 1] = 2 * mono[:, 0] - widened[:, 0]
+    views = MultiResolutionSTFTLoss([256])(StereoSpectrograms(widened, mono))
+    assert float(views[2]) < 1e-4 < float(views[3])
+
+
+def _total(cfg: LossConfig, kl_weight=1e-2):
+    prediction, target = signals()
+    posterior = Posterior(torch.randn(2, 4, 16) * 0.5, torch.rand(2, 4, 16) + 0.2)
+    loss = ReconstructionLoss(cfg, SR)
+    values = loss(prediction, target, posterior, kl_weight)
+    return float(weighted_sum(values, loss.weights(kl_weight))), values
+
+
+WEIGHT_KEYS = ["stft.weight", "stft.spectral_convergence_weight", "stft.log_magnitude_weight",
+               "mel.weight", "waveform.weight", "stereo.left_right_weight", "stereo.mid_side_weight",
+               "stft.fft_sizes", "mel.window_sizes", "mel.n_mels", "kl.free_bits"]
+
+
+@pytest.mark.parametrize("key", WEIGHT_KEYS)
+def test_every_loss_key_changes_the_total(key):
+    base_cfg = small_losses()
+    base, _ = _total(base_cfg)
+    section, name = key.split(".")
+    current = getattr(getattr(base_cfg, section), name)
+    new = [n * 2 for n in current] if isinstance(current, list) else (current * 3 + 0.5)
+    if key == "kl.free_bits":
+        new = 5.0
+    changed_cfg = LossConfig.model_validate({**base_cfg.model_dump(), section: {
+        **getattr(base_cfg, section).model_dump(), name: new}})
+    changed, _ = _total(changed_cfg)
+    assert changed != pytest.approx(base, rel=1e-4)
+
+
+def test_kl_weight_changes_the_total_and_zero_weight_terms_are_skipped():
+    cfg = small_losses()
+    assert _total(cfg, 1e-2)[0] != pytest.approx(_total(cfg, 1.0)[0])
+    cfg.waveform.weight = 0.0
+    _, values = _total(cfg)
+    assert "waveform" not in values and {"stft", "mel", "kl"} <= set(values)
+
+
+def test_weighted_sum_refuses_unweighted_terms():
+    with pytest.raises(KeyError, match="adversarial"):
+        weighted_sum({"adversarial": torch.tensor(1.0)}, {"kl": 1.0})

@@ -1,0 +1,64 @@
+import pytest
+import torch
+from torch.distributions import Normal, kl_divergence
+
+from vae.config import ModelConfig
+from vae.model import AudioVAE, Posterior, free_bits_kl, kl_to_kbps
+
+
+def tiny(**kw) -> ModelConfig:
+    return ModelConfig(channels=4, channel_multipliers=[1, 2], strides=[2, 4], latent_dim=3, **kw)
+
+
+@pytest.mark.parametrize("activation", ["elu", "snake"])
+@pytest.mark.parametrize("length", [800, 803])
+def test_shapes_round_trip_any_length(activation, length):
+    model = AudioVAE(tiny(activation=activation))
+    out = model(torch.randn(2, 2, length))
+    assert out.reconstruction.shape == (2, 2, length)
+    assert out.posterior.mean.shape == (2, 3, -(-length // 8))
+    assert (out.posterior.std > 0).all()
+
+
+def test_config_changes_the_model():
+    base = sum(p.numel() for p in AudioVAE(tiny()).parameters())
+    assert sum(p.numel() for p in AudioVAE(tiny(weight_norm=False)).parameters()) < base
+    assert sum(p.numel() for p in AudioVAE(tiny(kernel_size=3)).parameters()) < base
+    assert sum(p.numel() for p in AudioVAE(tiny(residual_dilations=[1])).parameters()) < base
+    mono = AudioVAE(tiny(audio_channels=1))
+    assert mono(torch.randn(1, 1, 64)).reconstruction.shape == (1, 1, 64)
+    floor = AudioVAE(tiny(min_std=0.5)).encode(torch.randn(1, 2, 64))
+    assert float(floor.std.min()) >= 0.5
+
+
+def test_eval_mode_decodes_the_mean_and_training_samples():
+    model = AudioVAE(tiny())
+    x = torch.randn(1, 2, 256)
+    model.eval()
+    assert torch.equal(model(x).reconstruction, model(x).reconstruction)
+    model.train()
+    assert not torch.equal(model(x).latent, model(x).latent)
+
+
+def test_kl_matches_the_closed_form_of_torch_distributions():
+    mean, std = torch.randn(2, 3, 5), torch.rand(2, 3, 5) + 0.1
+    expected = kl_divergence(Normal(mean, std), Normal(0.0, 1.0))
+    assert torch.allclose(Posterior(mean, std).kl(), expected, atol=1e-6)
+    assert torch.allclose(Posterior(mean, std).kl_per_channel(), expected.mean(dim=(0, 2)), atol=1e-6)
+    assert float(Posterior(torch.zeros(1, 2, 3), torch.ones(1, 2, 3)).kl().abs().max()) < 1e-7
+
+
+def test_free_bits_floor_value_and_gradient():
+    kl = torch.tensor([0.05, 0.5, 2.0], requires_grad=True)
+    value = free_bits_kl(kl, free_bits=0.25)
+    assert float(value) == pytest.approx(0.25 + 0.5 + 2.0)
+    value.backward()
+    assert kl.grad.tolist() == [0.0, 1.0, 1.0]  # below the floor: no push towards zero
+    plain = torch.tensor([0.05, 0.5], requires_grad=True)
+    free_bits_kl(plain, 0.0).backward()
+    assert plain.grad.tolist() == [1.0, 1.0]
+
+
+def test_kbps_conversion():
+    # 1 nat/frame at 1000 frames/s = 1000/ln2 bits/s = 1.4427 kbps
+    assert kl_to_kbps(1.0, 1000.0) == pytest.approx(1.0 / 0.6931471805599453)

@@ -1,0 +1,142 @@
+"""The Lightning data module: synthetic or MUSDB chunks, picked by ``data.source``.
+
+Training items are indexed by draw keys handed out by :class:`EpochKeySampler`: epoch e uses keys
+``e*N .. e*N+N-1`` (N = ``train_chunks_per_epoch``) in a seeded order. The datasets turn a key into
+audio deterministically, so every epoch brings new chunks, and a run is reproducible from
+``data.seed`` whatever ``num_workers`` is (the sampler runs in the main process).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from vae.config import VAEConfig
+from vae.data.musdb import (
+    MusdbTrainChunks,
+    MusdbValidationChunks,
+    list_tracks,
+    plan_validation_chunks,
+    prepare_wav_root,
+)
+from vae.data.synthetic import SyntheticMusicDataset
+
+
+class EpochKeySampler(Sampler[int]):
+    """Draw keys for one epoch, shuffled by ``seed``; Lightning calls :meth:`set_epoch` each epoch."""
+
+    def __init__(self, items_per_epoch: int, seed: int) -> None:
+        self.items_per_epoch = items_per_epoch
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.items_per_epoch)
+        return iter((self.epoch * self.items_per_epoch + order).tolist())
+
+    def __len__(self) -> int:
+        return self.items_per_epoch
+
+
+def chunk_samples(config: VAEConfig) -> int:
+    """Samples per chunk: ``round(data.chunk_seconds * model.sample_rate)``."""
+    return max(1, round(config.data.chunk_seconds * config.model.sample_rate))
+
+
+class AudioDataModule(pl.LightningDataModule):
+    """Batches of float32 audio ``[batch_size, audio_channels, chunk_samples]``."""
+
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.chunk_samples = chunk_samples(config)
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+        self.train_sampler = EpochKeySampler(config.data.train_chunks_per_epoch, config.data.seed)
+
+    def prepare_data(self) -> None:
+        # Lightning calls this once per machine: the place to convert .stem.mp4 to the wav cache.
+        if self.config.data.source == "musdb":
+            prepare_wav_root(self.config.data.root, self.config.data.format, self.config.data.cache_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_dataset is None:
+            self.train_dataset = self._build("train")
+        if stage in (None, "fit", "validate") and self.val_dataset is None:
+            self.val_dataset = self._build("valid")
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        return self._loader(self.train_dataset, sampler=self.train_sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup("validate")
+        return self._loader(self.val_dataset, sampler=None)
+
+    def _loader(self, dataset: Dataset, sampler: Sampler[int] | None) -> DataLoader:
+        workers = self.config.data.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.config.data.batch_size,
+            sampler=sampler,
+            shuffle=False,  # training order comes from the sampler; validation keeps its fixed order
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def _build(self, split: str) -> Dataset:
+        data, model = self.config.data, self.config.model
+        count = data.train_chunks_per_epoch if split == "train" else data.val_chunks
+        if data.source == "synthetic":
+            return SyntheticMusicDataset(
+                count, seed=data.synthetic.seed, split=split, num_samples=self.chunk_samples,
+                sample_rate=model.sample_rate, channels=model.audio_channels, sources=data.sources,
+            )
+        root = prepare_wav_root(data.root, data.format, data.cache_dir)
+        tracks = list_tracks(
+            root, split, data.sources, sample_rate=model.sample_rate,
+            channels=model.audio_channels, min_frames=self.chunk_samples,
+        )
+        if split == "train":
+            return MusdbTrainChunks(
+                tracks, data.sources, num_items=count, frames=self.chunk_samples,
+                channels=model.audio_channels, seed=data.seed,
+            )
+        chunks = plan_validation_chunks(tracks, data.sources, self.chunk_samples, count, data.seed)
+        return MusdbValidationChunks(tracks, chunks, frames=self.chunk_samples, channels=model.audio_channels)
+
+
+def build_datamodule(config: VAEConfig) -> AudioDataModule:
+    return AudioDataModule(config)
+
+
+def measure_loader_throughput(datamodule: AudioDataModule, batches: int) -> float:
+    """Training chunks per second over ``batches`` batches, after one warm-up batch.
+
+    The warm-up batch absorbs worker start-up, so the figure is the steady-state rate.
+    """
+    if batches < 1:
+        raise ValueError(f"batches must be >= 1, got {batches}")
+    loader = datamodule.train_dataloader()
+    iterator = iter(loader)
+    next(iterator)
+    chunks = 0
+    started = time.perf_counter()
+    for _ in range(batches):
+        try:
+            batch = next(iterator)
+        except StopIteration:  # an epoch shorter than the measurement: start the next one
+            datamodule.train_sampler.set_epoch(datamodule.train_sampler.epoch + 1)
+            iterator = iter(loader)
+            batch = next(iterator)
+        chunks += batch.shape[0]
+    return chunks / (time.perf_counter() - started)

@@ -1,0 +1,167 @@
+"""The LightningModule: one generator step per batch, an optional discriminator step, and the
+weight-independent validation metrics."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from vae.config import VAEConfig
+from vae.losses import ReconstructionLoss, weighted_sum
+from vae.losses.adversarial import AdversarialLoss
+from vae.metrics import active_units, mel_distance, si_sdr, stft_distance
+from vae.model import AudioVAE, kl_to_kbps
+from vae.schedules import WarmupSchedule
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The total loss became NaN or infinite; training stops rather than corrupting the weights."""
+
+
+class AudioVAEModule(pl.LightningModule):
+    def __init__(self, config: VAEConfig | dict[str, Any]) -> None:
+        super().__init__()
+        config = config if isinstance(config, VAEConfig) else VAEConfig.model_validate(config)
+        self.config = config
+        # Stored so that load_from_checkpoint rebuilds the same model; logged flat by train.py.
+        self.save_hyperparameters({"config": config.to_dict()}, logger=False)
+        self.model = AudioVAE(config.model)
+        self.reconstruction_loss = ReconstructionLoss(config.loss, config.model.sample_rate)
+        adv = config.adversarial
+        self.adversarial = AdversarialLoss(adv, audio_channels=config.model.audio_channels) if adv.enabled else None
+        kl = config.loss.kl
+        self.kl_schedule = WarmupSchedule(kl.start_weight, kl.weight, kl.warmup_steps, kl.warmup_shape)
+        self.adversarial_schedule = WarmupSchedule(0.0, 1.0, adv.warmup_steps, "step")
+        # Manual optimisation always: the discriminator steps on its own optimiser, and one
+        # generator step per batch keeps global_step == batches == the unit of every warmup.
+        self.automatic_optimization = False
+        self.validation_examples: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._val_kl_sum: torch.Tensor | None = None
+        self._val_kl_count = 0
+
+    # ---- training -------------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        if self.adversarial is not None and str(self.trainer.precision) == "16-mixed":
+            self.adversarial.enable_grad_scaler()
+
+    def adversarial_active(self) -> bool:
+        return self.adversarial is not None and self.adversarial_schedule.value() > 0
+
+    def loss_weights(self) -> dict[str, float]:
+        weights = self.reconstruction_loss.weights(self.kl_schedule.value())
+        weights["adversarial"] = self.config.adversarial.adversarial_weight
+        weights["feature_matching"] = self.config.adversarial.feature_matching_weight
+        return weights
+
+    def compute_losses(self, audio: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, Any]:
+        """Named unweighted losses, their weighted total, and the model output."""
+        output = self.model(audio)
+        weights = self.loss_weights()
+        losses = self.reconstruction_loss(output.reconstruction, audio, output.posterior,
+                                          weights["kl"])
+        if self.adversarial_active():
+            losses.update(self.adversarial.generator_losses(audio, output.reconstruction))
+        return losses, weighted_sum(losses, weights), output
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        audio = batch
+        step = self.global_step
+        losses, total, output = self.compute_losses(audio)
+        if not torch.isfinite(total):
+            values = {k: float(v.detach()) for k, v in losses.items()}
+            raise NonFiniteLossError(f"non-finite loss at step {step}: total={float(total)} {values}")
+
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(total)
+        if self.config.trainer.gradient_clip > 0:
+            self.clip_gradients(optimizer, gradient_clip_val=self.config.trainer.gradient_clip,
+                                gradient_clip_algorithm="norm")
+        optimizer.step()
+        self.lr_schedulers().step()
+
+        logs = {f"train/{name}": value.detach() for name, value in losses.items()}
+        if self.adversarial_active() and step % self.config.adversarial.update_every == 0:
+            disc = self.adversarial.discriminator_step(audio, output.reconstruction.detach())
+            logs.update({f"train/{name}": value for name, value in disc.items()})
+        logs["train/loss"] = total.detach()
+        logs["train/kl_weight"] = self.kl_schedule.value()
+        logs["train/lr"] = optimizer.param_groups[0]["lr"]
+        self.log_dict(logs, prog_bar=False, batch_size=audio.shape[0])
+        self.log("loss", total.detach(), prog_bar=True, logger=False, batch_size=audio.shape[0])
+
+        self.kl_schedule.step()
+        self.adversarial_schedule.step()
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optim = self.config.optim
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=optim.lr, betas=optim.betas,
+                                      weight_decay=optim.weight_decay)
+        max_steps = self.config.trainer.max_steps
+
+        def lr_factor(step: int) -> float:
+            if step < optim.warmup_steps:
+                return (step + 1) / optim.warmup_steps
+            if optim.scheduler == "cosine":
+                progress = min((step - optim.warmup_steps) / max(max_steps - optim.warmup_steps, 1), 1.0)
+                cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+                return optim.min_lr_ratio + (1.0 - optim.min_lr_ratio) * cosine
+            if optim.scheduler == "exponential":
+                return optim.gamma ** (step - optim.warmup_steps)
+            return 1.0
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- checkpoint state that is not in parameters -----------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["schedules"] = {"kl": self.kl_schedule.state_dict(),
+                                   "adversarial": self.adversarial_schedule.state_dict()}
+        if self.adversarial is not None:
+            checkpoint["discriminator_optimizer"] = self.adversarial.optimizer_state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        schedules = checkpoint.get("schedules", {})
+        if "kl" in schedules:
+            self.kl_schedule.load_state_dict(schedules["kl"])
+        if "adversarial" in schedules:
+            self.adversarial_schedule.load_state_dict(schedules["adversarial"])
+        if self.adversarial is not None and "discriminator_optimizer" in checkpoint:
+            self.adversarial.load_optimizer_state_dict(checkpoint["discriminator_optimizer"])
+
+    # ---- validation: fixed-definition metrics -----------------------------------------------
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_kl_sum = torch.zeros(self.config.model.latent_dim, device=self.device)
+        self._val_kl_count = 0
+        self.validation_examples = None
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        audio = batch
+        output = self.model(audio, sample=False)
+        prediction = output.reconstruction.float()
+        sample_rate = self.config.model.sample_rate
+        metrics = {
+            "val/mel_distance": mel_distance(prediction, audio, sample_rate),
+            "val/stft_distance": stft_distance(prediction, audio),
+            "val/si_sdr": si_sdr(prediction, audio),
+        }
+        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=audio.shape[0])
+        kl = output.posterior.kl().float()
+        self._val_kl_sum += kl.sum(dim=(0, 2))
+        self._val_kl_count += kl.shape[0] * kl.shape[2]
+        if self.validation_examples is None:
+            n = self.config.tracking.audio_examples
+            self.validation_examples = (audio[:n].detach().cpu(), prediction[:n].detach().cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val_kl_count == 0:
+            return
+        kl_per_channel = self._val_kl_sum / self._val_kl_count
+        self.log("val/kl_kbps", kl_to_kbps(float(kl_per_channel.sum()), self.model.frame_rate))
+        self.log("val/active_units", float(active_units(kl_per_channel)))

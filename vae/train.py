@@ -1,0 +1,173 @@
+"""One training run: ``python -m vae.train [config.yaml] [key=value ...] [ckpt_path=PATH]``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import MLFlowLogger
+
+from vae.callbacks import AudioExamplesToMLflow
+from vae.config import ConfigError, VAEConfig, load_config
+from vae.data import build_datamodule
+from vae.module import AudioVAEModule
+
+DEFAULT_TRACKING_DB = "mlflow.db"
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """Config value, else $MLFLOW_TRACKING_URI, else ./mlflow.db; always absolute, because Ray
+    runs trials in their own working directories."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_TRACKING_DB}"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    if uri.startswith("file://"):
+        return Path(uri[len("file://"):]).resolve().as_uri()
+    if "://" not in uri and ":" not in uri[:3]:
+        return Path(uri).resolve().as_uri()
+    return uri
+
+
+def resolve_accelerator(config: VAEConfig) -> tuple[str, str]:
+    """(accelerator, precision) for Lightning from the config's ``auto`` choices."""
+    accelerator = config.trainer.accelerator
+    if accelerator == "auto":
+        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    precision = config.trainer.precision
+    if precision == "auto":
+        if accelerator == "gpu":
+            precision = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        else:
+            precision = "32"
+    return accelerator, precision
+
+
+@dataclass
+class TrainResult:
+    metrics: dict[str, float]
+    best_checkpoint: str | None
+    last_checkpoint: str | None
+    mlflow_run_id: str | None
+    global_step: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class CallerOwnedMLFlowLogger(MLFlowLogger):
+    """Logs to a run whose final status the caller sets (e.g. a sweep driver that knows whether
+    the run was pruned); it never marks the run finished or failed itself."""
+
+    def finalize(self, status: str = "success") -> None:
+        return None
+
+
+def build_mlflow_logger(config: VAEConfig, run_id: str | None = None,
+                        owns_run_status: bool = True) -> MLFlowLogger | None:
+    if not config.tracking.enabled:
+        return None
+    logger_class = MLFlowLogger if owns_run_status else CallerOwnedMLFlowLogger
+    return logger_class(experiment_name=config.tracking.experiment,
+                        tracking_uri=resolve_tracking_uri(config.tracking.tracking_uri),
+                        run_name=config.tracking.run_name, run_id=run_id, log_model=False)
+
+
+def build_trainer(config: VAEConfig, run_dir: Path, callbacks: Sequence[pl.Callback] = (),
+                  loggers: Sequence[Any] = ()) -> pl.Trainer:
+    accelerator, precision = resolve_accelerator(config)
+    trainer_cfg = config.trainer
+    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step{step:07d}",
+                                  auto_insert_metric_name=False, monitor="val/mel_distance",
+                                  mode="min", save_top_k=1, save_last=True)
+    all_callbacks: list[pl.Callback] = [checkpoints, *callbacks]
+    if loggers and config.tracking.audio_examples > 0:
+        all_callbacks.append(AudioExamplesToMLflow())
+    return pl.Trainer(
+        accelerator=accelerator, devices=1, precision=precision,
+        max_steps=trainer_cfg.max_steps, max_epochs=-1,
+        # Validate every N generator steps across epoch boundaries.
+        val_check_interval=trainer_cfg.val_every_steps, check_val_every_n_epoch=None,
+        num_sanity_val_steps=0, log_every_n_steps=trainer_cfg.log_every_steps,
+        logger=list(loggers) or False, callbacks=all_callbacks,
+        enable_progress_bar=trainer_cfg.progress_bar, enable_model_summary=False,
+        deterministic=trainer_cfg.deterministic, default_root_dir=str(run_dir),
+    )
+
+
+def train(config: VAEConfig, *, ckpt_path: str | None = None, callbacks: Sequence[pl.Callback] = (),
+          mlflow_run_id: str | None = None, run_dir: str | Path | None = None,
+          owns_run_status: bool = True) -> TrainResult:
+    """Train one VAE. ``ckpt_path`` resumes (weights, optimisers, schedules, step counter).
+    ``mlflow_run_id`` logs into an existing run; with ``owns_run_status=False`` the caller sets
+    that run's final status."""
+    pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
+    logger = build_mlflow_logger(config, mlflow_run_id, owns_run_status)
+    if run_dir is None:
+        name = logger.run_id if logger is not None else "run"
+        run_dir = Path(config.trainer.out_dir) / name
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if logger is not None:
+        logger.log_hyperparams(config.flat())
+    (run_dir / "config.yaml").write_text(config.to_yaml())
+
+    module = AudioVAEModule(config)
+    datamodule = build_datamodule(config)
+    trainer = build_trainer(config, run_dir, callbacks, [logger] if logger else [])
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    if trainer.global_step % config.trainer.val_every_steps != 0:
+        # The last steps were never validated: do it, so final metrics describe final weights.
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+
+    checkpoint = trainer.checkpoint_callback
+    last = checkpoint.last_model_path if checkpoint else None
+    if logger is not None and config.tracking.log_checkpoint and last:
+        logger.experiment.log_artifact(logger.run_id, last, artifact_path="checkpoints")
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    return TrainResult(metrics=metrics, best_checkpoint=checkpoint.best_model_path or None if checkpoint else None,
+                       last_checkpoint=last or None, global_step=trainer.global_step,
+                       mlflow_run_id=logger.run_id if logger is not None else None)
+
+
+def parse_cli(argv: Sequence[str]) -> tuple[str | None, list[str], str | None]:
+    """[config.yaml] key=value ... ckpt_path=PATH → (config path, overrides, ckpt path)."""
+    config_path, overrides, ckpt_path = None, [], None
+    for arg in argv:
+        if arg.startswith("ckpt_path="):
+            ckpt_path = arg.split("=", 1)[1]
+        elif "=" in arg:
+            overrides.append(arg)
+        elif config_path is None:
+            config_path = arg
+        else:
+            raise ConfigError(f"unexpected argument {arg!r}: expected one config file, then key=value")
+    return config_path, overrides, ckpt_path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        print("Keys: see vae/config.py; e.g. loss.kl.weight=1e-3 trainer.max_steps=200")
+        return 0
+    try:
+        config_path, overrides, ckpt_path = parse_cli(argv)
+        config = load_config(config_path, overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result = train(config, ckpt_path=ckpt_path)
+    print("final metrics:", {k: round(v, 4) for k, v in sorted(result.metrics.items())})
+    print("last checkpoint:", result.last_checkpoint)
+    if result.mlflow_run_id:
+        print("mlflow run:", result.mlflow_run_id, "at", resolve_tracking_uri(config.tracking.tracking_uri))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
