@@ -54,6 +54,11 @@ def update_state(state_dir: Path, **values: Any) -> dict[str, Any]:
     return state
 
 
+def trial_name(trial: Any) -> str:
+    """Short, stable names (Ray's default dir names embed every searched value)."""
+    return f"trial_{trial.trial_id}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python sweeps/run.py", description=__doc__.split("\n")[0])
     parser.add_argument("space", help="search-space YAML (see search_spaces/)")
@@ -173,7 +178,8 @@ def run_sweep(space: Any, paths: SweepPaths, *, tracking_uri: str | None = None,
             tune_config=tune.TuneConfig(
                 metric="objective", mode=spec.objective.mode, search_alg=searcher,
                 scheduler=scheduler, num_samples=spec.num_samples,
-                max_concurrent_trials=spec.max_concurrent_trials, reuse_actors=reuse_actors),
+                max_concurrent_trials=spec.max_concurrent_trials, reuse_actors=reuse_actors,
+                trial_name_creator=trial_name, trial_dirname_creator=trial_name),
             run_config=tune.RunConfig(
                 name=paths.name, storage_path=paths.storage_path,
                 callbacks=[status_callback],

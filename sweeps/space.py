@@ -29,7 +29,7 @@ class SpaceError(ValueError):
 
     def __init__(self, path: str, problems: list[str]) -> None:
         self.path, self.problems = path, problems
-        lines = "\n".join(f"  {p}" for p in problems)
+        lines = "\n".join("  " + p.replace("\n", "\n  ") for p in problems)
         super().__init__(f"{path}: {len(problems)} problem(s) in the search space:\n{lines}")
 
 
@@ -221,7 +221,7 @@ def _base_config(path: Path, spec: SpaceFile, problems: list[str]) -> VAEConfig:
             problems.append(f"base.config: file not found: {config_path}")
             config_path = None
     try:
-        return load_config(config_path, spec.base.overrides)
+        return load_config(config_path, spec.base.overrides, overrides_source="base.overrides")
     except ConfigError as exc:
         problems.append(f"base: {exc}")
         return VAEConfig()

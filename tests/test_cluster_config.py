@@ -400,9 +400,17 @@ def test_mlflow_server_proxies_artifacts_from_a_database(prepared):
     assert re.match(r"^(sqlite|postgresql|mysql|mssql)(\+\w+)?://", settings["mlflow_backend_store_uri"])
     # The sqlite file must sit on the head's persistent volume.
     if settings["mlflow_backend_store_uri"].startswith("sqlite"):
-        volume = next(o for o in prepared["docker"]["head_run_options"] if o.startswith("--volume="))
-        mount_point = volume.split(":")[-1]
-        assert settings["mlflow_backend_store_uri"].startswith(f"sqlite:///{mount_point}/")
+        mount_points = [
+            o.split(":")[-1] for o in prepared["docker"]["head_run_options"] if o.startswith("--volume=")
+        ]
+        assert any(
+            settings["mlflow_backend_store_uri"].startswith(f"sqlite:///{m}/") for m in mount_points
+        ), (settings["mlflow_backend_store_uri"], mount_points)
+    # Trials run on other machines: they get the driver's tracking URI, which must not be a
+    # loopback address, so the server has to listen beyond localhost (inside the SG).
+    assert settings["mlflow_host"] == "0.0.0.0"
+    head_start = next(c for c in prepared["head_start_ray_commands"] if "ray start" in c)
+    assert "MLFLOW_TRACKING_URI=" in head_start and "127.0.0.1:5000" not in head_start
 
 
 # ----------------------------------------------------------------------------- Docker
@@ -492,11 +500,17 @@ def _free_port() -> int:
 
 
 def _kill_group(pid_file: Path) -> None:
-    if pid_file.exists():
-        try:
-            os.killpg(int(pid_file.read_text()), signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+    if not pid_file.exists():
+        return
+    pgid = int(pid_file.read_text())
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+        for _ in range(100):
+            time.sleep(0.1)
+            os.killpg(pgid, 0)
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 @pytest.mark.slow
@@ -551,7 +565,6 @@ def test_head_commands_start_mlflow_with_artifact_proxy(tmp_path):
         run_head_commands()
         second_pid = int(pid_file.read_text())
         assert second_pid != first_pid
-        time.sleep(0.5)
         with pytest.raises(ProcessLookupError):
             os.killpg(first_pid, 0)
         assert client.get_run(run.info.run_id).info.status == "FINISHED"

@@ -328,8 +328,10 @@ def _section_type(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: Mapping[str, Any] | Iterable[str] = ()) -> VAEConfig:
-    """Defaults, then a YAML file, then dotted overrides; validated once at the end."""
+def load_config(path: str | os.PathLike | None = None, overrides: Mapping[str, Any] | Iterable[str] = (),
+                overrides_source: str = "command-line overrides") -> VAEConfig:
+    """Defaults, then a YAML file, then dotted overrides; validated once at the end. Errors name
+    the file and/or ``overrides_source`` with each bad key."""
     parts: list[Any] = [VAEConfig().to_dict()]
     sources = ["defaults"]
     if path is not None:
@@ -344,10 +346,10 @@ def load_config(path: str | os.PathLike | None = None, overrides: Mapping[str, A
             raise ConfigError(f"{path}: expected a mapping of config sections at the top level")
         parts.append(loaded)
         sources.append(str(path))
-    overrides_tree = _as_tree(overrides, "command-line overrides")
+    overrides_tree = _as_tree(overrides, overrides_source)
     if overrides_tree:
         parts.append(overrides_tree)
-        sources.append("command-line overrides")
+        sources.append(overrides_source)
     return _merge_and_validate(parts, " + ".join(sources[1:]) or "defaults")
 
 

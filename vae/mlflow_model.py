@@ -16,12 +16,12 @@ BUNDLE_ARTIFACT = "bundle"
 
 
 class BundlePyfunc(mlflow.pyfunc.PythonModel):
-    def load_context(self, context: Any) -> None:
+    def load_context(self, context):  # untyped: MLflow reads predict's hints as a schema
         from vae.export import load_bundle
 
         self.bundle = load_bundle(context.artifacts[BUNDLE_ARTIFACT])
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
+    def predict(self, context, model_input, params=None):
         audio = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
         squeeze = audio.ndim == 2
         audio = audio[None] if squeeze else audio

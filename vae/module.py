@@ -91,6 +91,8 @@ class AudioVAEModule(pl.LightningModule):
         logs["train/loss"] = total.detach()
         logs["train/kl_weight"] = self.kl_schedule.value()
         logs["train/lr"] = optimizer.param_groups[0]["lr"]
+        # Lightning uses a logged "step" as the logger's x-axis: generator steps done.
+        logs["step"] = float(self.global_step)
         self.log_dict(logs, prog_bar=False, batch_size=audio.shape[0])
         self.log("loss", total.detach(), prog_bar=True, logger=False, batch_size=audio.shape[0])
 
@@ -165,3 +167,4 @@ class AudioVAEModule(pl.LightningModule):
         kl_per_channel = self._val_kl_sum / self._val_kl_count
         self.log("val/kl_kbps", kl_to_kbps(float(kl_per_channel.sum()), self.model.frame_rate))
         self.log("val/active_units", float(active_units(kl_per_channel)))
+        self.log("step", float(self.global_step))

@@ -46,6 +46,15 @@ class EpochKeySampler(Sampler[int]):
         return self.items_per_epoch
 
 
+def stack_chunks(chunks: list[torch.Tensor]) -> torch.Tensor:
+    """Collate ``[C, T]`` chunks into ``[B, C, T]`` with numpy.
+
+    torch.stack runs on the intra-op thread pool; on a busy CPU (several sweep trials per node)
+    waiting for those threads cost ~100 ms per batch here, against ~0.2 ms for a plain memcpy.
+    """
+    return torch.from_numpy(np.stack([chunk.numpy() for chunk in chunks]))
+
+
 def chunk_samples(config: VAEConfig) -> int:
     """Samples per chunk: ``round(data.chunk_seconds * model.sample_rate)``."""
     return max(1, round(config.data.chunk_seconds * config.model.sample_rate))
@@ -90,6 +99,7 @@ class AudioDataModule(pl.LightningDataModule):
             shuffle=False,  # training order comes from the sampler; validation keeps its fixed order
             num_workers=workers,
             persistent_workers=workers > 0,
+            collate_fn=stack_chunks,
             pin_memory=torch.cuda.is_available(),
         )
 

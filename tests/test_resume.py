@@ -1,0 +1,99 @@
+"""A sweep whose driver is SIGKILLed mid-way and resumed with --resume ends with exactly
+num_samples trials, the interrupted ones resumed from their checkpoints, and no duplicate or
+RUNNING MLflow run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from sweeps.tracking import TRIAL_TAG, child_runs, client_for
+from tests.conftest import MICRO
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+NUM_SAMPLES = 4
+SPACE = {
+    "name": "resume",
+    "base": {"overrides": {**MICRO, "trainer.max_steps": 24, "trainer.val_every_steps": 4}},
+    "objective": {"metric": "val/mel_distance", "mode": "min"},
+    "searcher": {"sampler": "tpe", "seed": 0, "startup_trials": 2},
+    "scheduler": {"type": "none"},
+    "num_samples": NUM_SAMPLES,
+    "max_concurrent_trials": 2,
+    "resources": {"cpu": 1},
+    "params": {"loss.kl.weight": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True}},
+}
+
+
+def sweep_command(root: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(ROOT / "sweeps" / "run.py"), str(root / "space.yaml"),
+            "--storage-path", str(root / "results"), "--tracking-uri",
+            f"sqlite:///{root / 'mlflow.db'}", "--num-cpus", "2", "--no-report", *extra]
+
+
+def checkpoints(root: Path) -> list[Path]:
+    return list((root / "results" / "resume").glob("trial_*/checkpoint_*"))
+
+
+def test_sigkilled_driver_resumes_without_losing_or_duplicating(tmp_path):
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    log = open(tmp_path / "first.log", "w")
+    first = subprocess.Popen(sweep_command(tmp_path), cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True, env=env)
+    deadline = time.time() + 300
+    # Kill once two trials are under way with checkpoints, before any could finish.
+    while time.time() < deadline and first.poll() is None:
+        trial_dirs = {p.parent for p in checkpoints(tmp_path)}
+        if len(trial_dirs) >= 2 and len(checkpoints(tmp_path)) >= 3:
+            break
+        time.sleep(0.5)
+    assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+    os.killpg(first.pid, signal.SIGKILL)  # the driver and the local Ray it started
+    first.wait()
+    subprocess.run(["ray", "stop", "--force"], capture_output=True, timeout=120,
+                   env={**env, "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"})
+
+    client = client_for(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    running_before = [r for r in client.search_runs(
+        [client.get_experiment_by_name("audio-vae").experiment_id]) if r.info.status == "RUNNING"]
+    assert running_before  # the kill left runs RUNNING: resume must repair them
+
+    second = subprocess.run(sweep_command(tmp_path, "--resume"), cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600, env=env)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(str(tmp_path / "results" / "resume"))
+    assert len(analysis.trials) == NUM_SAMPLES
+    assert all(t.status == "TERMINATED" for t in analysis.trials)
+    assert all(t.last_result["step"] == 24 for t in analysis.trials)
+
+    experiment = client.get_experiment_by_name("audio-vae")
+    parents = [r for r in client.search_runs([experiment.experiment_id])
+               if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    runs = child_runs(client, experiment.experiment_id, parents[0].info.run_id)
+    trial_ids = sorted(r.data.tags[TRIAL_TAG] for r in runs)
+    assert trial_ids == sorted(t.trial_id for t in analysis.trials)  # none lost, none duplicated
+    assert all(r.info.status == "FINISHED" for r in runs)
+    resumed = [r for r in runs if "resumed_from_step" in r.data.tags]
+    assert resumed and all(int(r.data.tags["resumed_from_step"]) > 0 for r in resumed)
+    # a resumed trial's metric history continues from its checkpoint instead of starting again
+    for run in resumed:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/mel_distance")]
+        assert max(steps) == 24 and min(steps) == 4
+
+    study = optuna.load_study(study_name="resume", storage=f"sqlite:///{tmp_path}/results/resume/optuna.db")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == NUM_SAMPLES
