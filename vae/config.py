@@ -198,6 +198,14 @@ class DataConfig(_Section):
     seed: int = 0
     synthetic: SyntheticDataConfig = Field(default_factory=SyntheticDataConfig)
 
+    @model_validator(mode="after")
+    def _consistent(self) -> DataConfig:
+        if self.cache_dir is not None and self.format != "stem":
+            raise ValueError("cache_dir is only used with format: stem (the .stem.mp4 wav cache)")
+        if len(set(self.sources)) != len(self.sources):
+            raise ValueError(f"sources lists a name twice: {self.sources}")
+        return self
+
 
 class OptimConfig(_Section):
     lr: float = Field(3e-4, gt=0)
