@@ -33,16 +33,31 @@ class SweepPaths:
 
     @property
     def local_state_dir(self) -> Path:
-        """Driver-side state (parent run id, Optuna study): beside the results when they are
-        local, else in ./sweep_state/NAME (on a cluster the driver runs on the head node)."""
+        """Driver-side state (parent run id, Optuna sqlite study): $SWEEP_STATE_DIR/NAME when set,
+        else beside the results when they are local, else ~/sweep_state/NAME (object storage
+        cannot hold a sqlite file; on a cluster the driver runs on the head node)."""
+        if os.environ.get("SWEEP_STATE_DIR"):
+            return Path(os.environ["SWEEP_STATE_DIR"]).expanduser().resolve() / self.name
         if self.is_local:
             return Path(self.experiment_dir)
-        return Path("sweep_state").resolve() / self.name
+        return Path("~/sweep_state").expanduser() / self.name
 
 
 def resolve_storage(storage_path: str) -> str:
     """Absolute local path (Ray runs trials in other directories), or a URI left as it is."""
     return storage_path if "://" in storage_path else str(Path(storage_path).resolve())
+
+
+def reachable_tracking_uri(tracking_uri: str, driver_ip: str) -> str:
+    """A loopback MLflow server address as the trials on other nodes can reach it: the driver's
+    node IP in place of 127.0.0.1/localhost (the server must listen on that interface)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(tracking_uri)
+    if parts.scheme not in ("http", "https") or parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return tracking_uri
+    netloc = driver_ip + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def update_state(state_dir: Path, **values: Any) -> dict[str, Any]:
@@ -147,8 +162,15 @@ def run_sweep(space: Any, paths: SweepPaths, *, tracking_uri: str | None = None,
                            "scheduler": spec.scheduler.type}.items():
             client.log_param(parent_run_id, key, value)
 
+    if not ray.is_initialized():
+        ray.init(address=address, num_cpus=num_cpus if address is None else None,
+                 include_dashboard=False, log_to_driver=True)
+    trial_tracking_uri = tracking_uri
+    if len(ray.nodes()) > 1:  # trials may run on other machines than this driver
+        trial_tracking_uri = reachable_tracking_uri(tracking_uri, ray.util.get_node_ip_address())
     context = TrialContext(
-        sweep_name=paths.name, base_config=space.base_config.to_dict(), tracking_uri=tracking_uri,
+        sweep_name=paths.name, base_config=space.base_config.to_dict(),
+        tracking_uri=trial_tracking_uri,
         experiment_id=experiment_id, parent_run_id=parent_run_id,
         objective_metric=spec.objective.metric,
         max_kbps=spec.rate_budget.max_kbps if spec.rate_budget else None,
@@ -156,10 +178,6 @@ def run_sweep(space: Any, paths: SweepPaths, *, tracking_uri: str | None = None,
         cpus_per_trial=spec.resources.cpu)
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context),
                                     {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
-
-    if not ray.is_initialized():
-        ray.init(address=address, num_cpus=num_cpus if address is None else None,
-                 include_dashboard=False, log_to_driver=True)
     status_callback = tracking.TrialRunStatusCallback(
         tracking_uri, experiment_id, parent_run_id, space.max_t, spec.scheduler.time_attr)
     if resume:

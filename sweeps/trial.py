@@ -21,6 +21,7 @@ from vae.config import VAEConfig
 from vae.train import train
 
 CHECKPOINT_FILE = "model.ckpt"
+NODE_TAG = "ray.node_id"
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,9 @@ def run_trial(sampled: dict[str, Any], context: TrialContext) -> None:
     tune_context = tune.get_context()
     trial_id, trial_name = tune_context.get_trial_id(), tune_context.get_trial_name()
     trial_dir = Path(tune_context.get_trial_dir())
-    # Ray shows a trial every GPU unless told otherwise; trust only the ones it assigned.
-    accelerator = "gpu" if ray.get_gpu_ids() else "cpu"
+    # Ray shows a trial every GPU unless told otherwise; trust only the ones it assigned, and
+    # only if this process can use CUDA (a node may declare GPUs its torch cannot drive).
+    accelerator = "gpu" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
     torch.set_num_threads(max(1, int(context.cpus_per_trial)))
     config = VAEConfig.model_validate(context.base_config).override({
         **sampled,
@@ -88,6 +90,8 @@ def run_trial(sampled: dict[str, Any], context: TrialContext) -> None:
     client = client_for(context.tracking_uri)
     run_id = open_child_run(client, context.experiment_id, context.parent_run_id, trial_id,
                             trial_name, context.sweep_name)
+    # The node this attempt runs on (a retried trial may move: the tag holds the latest).
+    client.set_tag(run_id, NODE_TAG, ray.get_runtime_context().get_node_id())
     for name, value in sampled.items():
         client.log_param(run_id, f"searched/{name}", value)
 

@@ -13,13 +13,17 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import annotated_types
 import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PositiveInt = Annotated[int, Field(ge=1)]
+FFTSize = Annotated[int, Field(ge=16, description="FFT size in samples")]
+Beta = Annotated[float, Field(ge=0, lt=1)]
 
 DISCRIMINATOR_NAMES = ("msd", "mpd", "msstft", "multiband")
 STEM_NAMES = ("mixture", "drums", "bass", "other", "vocals")
@@ -37,16 +41,16 @@ class ModelConfig(_Section):
     sample_rate: int = Field(44100, gt=0, description="audio sample rate in Hz; data must match")
     audio_channels: int = Field(2, ge=1, le=2, description="2 = stereo")
     channels: int = Field(32, ge=1, description="width of the first convolution")
-    channel_multipliers: list[int] = Field(
+    channel_multipliers: list[PositiveInt] = Field(
         default_factory=lambda: [1, 2, 4, 8], min_length=1,
         description="width of each down/upsampling block, as a multiple of `channels`",
     )
-    strides: list[int] = Field(
+    strides: list[PositiveInt] = Field(
         default_factory=lambda: [2, 4, 8, 8], min_length=1,
         description="downsampling factor of each block; their product is the hop length",
     )
     latent_dim: int = Field(32, ge=1, description="latent channels per frame")
-    residual_dilations: list[int] = Field(default_factory=lambda: [1, 3, 9], min_length=1)
+    residual_dilations: list[PositiveInt] = Field(default_factory=lambda: [1, 3, 9], min_length=1)
     kernel_size: int = Field(7, ge=1, description="kernel of the input, output and residual convs")
     activation: Literal["elu", "snake"] = "elu"
     weight_norm: bool = True
@@ -59,10 +63,6 @@ class ModelConfig(_Section):
                 f"channel_multipliers ({len(self.channel_multipliers)} entries) and strides "
                 f"({len(self.strides)} entries) must have the same length: one per block"
             )
-        if any(s < 1 for s in self.strides) or any(m < 1 for m in self.channel_multipliers):
-            raise ValueError("strides and channel_multipliers must be positive integers")
-        if any(d < 1 for d in self.residual_dilations):
-            raise ValueError("residual_dilations must be positive integers")
         return self
 
     @property
@@ -79,17 +79,17 @@ class WaveformLossConfig(_Section):
 
 class STFTLossConfig(_Section):
     weight: float = Field(1.0, ge=0)
-    fft_sizes: list[int] = Field(default_factory=lambda: [2048, 1024, 512, 256, 128], min_length=1)
+    fft_sizes: list[FFTSize] = Field(default_factory=lambda: [2048, 1024, 512, 256, 128], min_length=1)
     spectral_convergence_weight: float = Field(1.0, ge=0)
     log_magnitude_weight: float = Field(1.0, ge=0)
 
 
 class MelLossConfig(_Section):
     weight: float = Field(1.0, ge=0)
-    window_sizes: list[int] = Field(
+    window_sizes: list[FFTSize] = Field(
         default_factory=lambda: [32, 64, 128, 256, 512, 1024, 2048], min_length=1
     )
-    n_mels: list[int] = Field(default_factory=lambda: [5, 10, 20, 40, 80, 160, 320], min_length=1)
+    n_mels: list[PositiveInt] = Field(default_factory=lambda: [5, 10, 20, 40, 80, 160, 320], min_length=1)
 
     @model_validator(mode="after")
     def _scales_match(self) -> MelLossConfig:
@@ -126,15 +126,15 @@ class MSDConfig(_Section):
 
 
 class MPDConfig(_Section):
-    periods: list[int] = Field(default_factory=lambda: [2, 3, 5, 7, 11], min_length=1)
+    periods: list[PositiveInt] = Field(default_factory=lambda: [2, 3, 5, 7, 11], min_length=1)
 
 
 class MSSTFTConfig(_Section):
-    fft_sizes: list[int] = Field(default_factory=lambda: [2048, 1024, 512], min_length=1)
+    fft_sizes: list[FFTSize] = Field(default_factory=lambda: [2048, 1024, 512], min_length=1)
 
 
 class MultibandConfig(_Section):
-    fft_sizes: list[int] = Field(default_factory=lambda: [2048, 1024, 512], min_length=1)
+    fft_sizes: list[FFTSize] = Field(default_factory=lambda: [2048, 1024, 512], min_length=1)
     bands: list[tuple[float, float]] = Field(
         default_factory=lambda: [(0.0, 0.1), (0.1, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0)],
         min_length=1,
@@ -163,7 +163,7 @@ class AdversarialConfig(_Section):
     feature_matching_weight: float = Field(2.0, ge=0)
     channels: int = Field(16, ge=1, description="width of the discriminators' first layer")
     lr: float = Field(1e-4, gt=0)
-    betas: tuple[float, float] = (0.8, 0.99)
+    betas: tuple[Beta, Beta] = (0.8, 0.99)
     msd: MSDConfig = Field(default_factory=MSDConfig)
     mpd: MPDConfig = Field(default_factory=MPDConfig)
     msstft: MSSTFTConfig = Field(default_factory=MSSTFTConfig)
@@ -209,7 +209,7 @@ class DataConfig(_Section):
 
 class OptimConfig(_Section):
     lr: float = Field(3e-4, gt=0)
-    betas: tuple[float, float] = (0.8, 0.99)
+    betas: tuple[Beta, Beta] = (0.8, 0.99)
     weight_decay: float = Field(0.0, ge=0)
     scheduler: Literal["constant", "cosine", "exponential"] = "cosine"
     warmup_steps: int = Field(0, ge=0, description="linear learning-rate warmup")

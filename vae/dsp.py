@@ -31,6 +31,14 @@ def mel_to_hz(mel: torch.Tensor) -> torch.Tensor:
 @lru_cache(maxsize=64)
 def _mel_filterbank_cpu(sample_rate: int, n_fft: int, n_mels: int, f_min: float,
                         f_max: float) -> torch.Tensor:
+    # Cached and shared: it must not be an inference tensor even when first built under
+    # inference mode (validation), or training could not use it afterwards.
+    with torch.inference_mode(False):
+        return _build_mel_filterbank(sample_rate, n_fft, n_mels, f_min, f_max)
+
+
+def _build_mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float,
+                          f_max: float) -> torch.Tensor:
     fft_freqs = torch.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1, dtype=torch.float64)
     mel_points = torch.linspace(float(hz_to_mel(torch.tensor(f_min))),
                                 float(hz_to_mel(torch.tensor(f_max))), n_mels + 2,
