@@ -175,7 +175,7 @@ def run_sweep(space: Any, paths: SweepPaths, *, tracking_uri: str | None = None,
         objective_metric=spec.objective.metric,
         max_kbps=spec.rate_budget.max_kbps if spec.rate_budget else None,
         penalty_per_kbps=spec.rate_budget.penalty_per_kbps if spec.rate_budget else 1.0,
-        cpus_per_trial=spec.resources.cpu)
+        cpus_per_trial=spec.resources.cpu, json_params=space.json_params)
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context),
                                     {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     status_callback = tracking.TrialRunStatusCallback(

@@ -53,6 +53,6 @@ def make_searcher(space: SearchSpace, storage_url: str, study_name: str) -> Prun
     storage = optuna.storages.RDBStorage(storage_url)
     return PruneAwareOptunaSearch(
         space=space.define_by_run(), metric="objective", mode=space.spec.objective.mode,
-        points_to_evaluate=space.spec.points_to_evaluate or None, sampler=make_sampler(space),
+        points_to_evaluate=space.optuna_points() or None, sampler=make_sampler(space),
         study_name=study_name, storage=storage, max_t=space.max_t,
         time_attr=space.spec.scheduler.time_attr)

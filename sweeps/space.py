@@ -6,6 +6,7 @@ All problems are collected and reported together, each with the file and the key
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -144,6 +145,32 @@ class SearchSpace:
     def define_by_run(self) -> DefineByRun:
         return DefineByRun(self.spec.params)
 
+    @property
+    def json_params(self) -> tuple[str, ...]:
+        """Categorical params with list/mapping choices: Optuna stores only scalars, so those
+        choices travel as JSON strings and are decoded in the trial (``decode_sampled``)."""
+        return tuple(name for name, p in self.spec.params.items()
+                     if isinstance(p, CategoricalParam) and not all(map(_is_scalar, p.choices)))
+
+    def optuna_points(self) -> list[dict[str, Any]]:
+        """points_to_evaluate as Optuna sees them (JSON-encoded where needed)."""
+        json_params = self.json_params
+        return [{k: (optuna_choice(v) if k in json_params else v) for k, v in point.items()}
+                for point in self.spec.points_to_evaluate]
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def optuna_choice(value: Any) -> Any:
+    return value if _is_scalar(value) else json.dumps(value, sort_keys=True)
+
+
+def decode_sampled(sampled: dict[str, Any], json_params: tuple[str, ...]) -> dict[str, Any]:
+    return {k: (json.loads(v) if k in json_params and isinstance(v, str) else v)
+            for k, v in sampled.items()}
+
 
 class DefineByRun:
     """Optuna define-by-run space: params in file order, conditional ones only when their
@@ -156,7 +183,7 @@ class DefineByRun:
     def __call__(self, trial: Any) -> None:
         chosen: dict[str, Any] = {}
         for path, param in self.params.items():
-            if param.condition and any(chosen.get(k, _MISSING) != v
+            if param.condition and any(chosen.get(k, _MISSING) != optuna_choice(v)
                                        for k, v in param.condition.items()):
                 continue
             if isinstance(param, FloatParam):
@@ -166,7 +193,7 @@ class DefineByRun:
                 chosen[path] = trial.suggest_int(path, param.low, param.high, log=param.log,
                                                  step=param.step)
             else:
-                chosen[path] = trial.suggest_categorical(path, param.choices)
+                chosen[path] = trial.suggest_categorical(path, [optuna_choice(c) for c in param.choices])
 
 
 _MISSING = object()

@@ -16,6 +16,7 @@ import ray
 import torch
 from ray import tune
 
+from sweeps.space import decode_sampled
 from sweeps.tracking import client_for, open_child_run
 from vae.config import VAEConfig
 from vae.train import train
@@ -37,6 +38,7 @@ class TrialContext:
     max_kbps: float | None = None
     penalty_per_kbps: float = 1.0
     cpus_per_trial: float = 1.0
+    json_params: tuple[str, ...] = ()
 
 
 def objective_value(metrics: dict[str, float], context: TrialContext) -> float:
@@ -72,6 +74,7 @@ class TuneReportCallback(pl.Callback):
 
 def run_trial(sampled: dict[str, Any], context: TrialContext) -> None:
     """The Tune trainable (wrap with ``tune.with_parameters(run_trial, context=...)``)."""
+    sampled = decode_sampled(sampled, context.json_params)
     tune_context = tune.get_context()
     trial_id, trial_name = tune_context.get_trial_id(), tune_context.get_trial_name()
     trial_dir = Path(tune_context.get_trial_dir())

@@ -29,12 +29,12 @@ VALID = {
 
 def write(tmp_path, space, name="space.yaml"):
     path = tmp_path / name
-    path.write_text(yaml.safe_dump(space) if not isinstance(space, str) else space)
+    path.write_text(yaml.safe_dump(space, sort_keys=False) if not isinstance(space, str) else space)
     return path
 
 
 def with_changes(**changes):
-    space = yaml.safe_load(yaml.safe_dump(VALID))
+    space = yaml.safe_load(yaml.safe_dump(VALID, sort_keys=False))
     for dotted, value in changes.items():
         node = space
         keys = dotted.split("/")
@@ -183,3 +183,27 @@ def test_cli_rejects_a_malformed_space_before_ray_or_mlflow_start(tmp_path):
     assert "loss.kl.wieght" in proc.stderr and str(path) in proc.stderr
     assert "ray" not in proc.stderr.lower().replace("array", "")  # nothing of Ray started or printed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]  # no mlflow.db, no results
+
+
+def test_list_valued_choices_travel_through_optuna_as_json(tmp_path):
+    import optuna
+
+    from sweeps.space import decode_sampled
+
+    space = with_changes(**{"params/adversarial.discriminators": {
+        "type": "categorical", "choices": [["mpd", "msstft"], ["msd"]],
+        "condition": {"adversarial.enabled": True}}})
+    space["points_to_evaluate"] = [{"loss.kl.weight": 1e-4, "adversarial.enabled": True,
+                                    "adversarial.discriminators": ["msd"]}]
+    loaded = load_space(write(tmp_path, space))
+    assert loaded.json_params == ("adversarial.discriminators",)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for point in loaded.optuna_points():
+        study.enqueue_trial(point)
+    study.optimize(lambda t: loaded.define_by_run()(t) or 0.0, n_trials=8)
+    decoded = [decode_sampled(t.params, loaded.json_params) for t in study.trials]
+    assert decoded[0]["adversarial.discriminators"] == ["msd"]
+    for values in decoded:
+        if "adversarial.discriminators" in values:
+            loaded.base_config.override(values)  # the decoded value is what the schema accepts
+            assert values["adversarial.discriminators"] in (["mpd", "msstft"], ["msd"])
