@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_sweep(space: Any, paths: SweepPaths, *, tracking_uri: str | None = None,
               address: str | None = None, resume: bool = False, num_cpus: int | None = None,
-              reuse_actors: bool = True, report: bool = True) -> dict[str, Any]:
+              reuse_actors: bool = True, report: bool = True,
+              extra_callbacks: list[Any] = ()) -> dict[str, Any]:
     """Run (or resume) the sweep to the end; returns a summary."""
     import ray
     from ray import tune
@@ -200,7 +201,7 @@ def run_sweep(space: Any, paths: SweepPaths, *, tracking_uri: str | None = None,
                 trial_name_creator=trial_name, trial_dirname_creator=trial_name),
             run_config=tune.RunConfig(
                 name=paths.name, storage_path=paths.storage_path,
-                callbacks=[status_callback],
+                callbacks=[status_callback, *extra_callbacks],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 verbose=1),

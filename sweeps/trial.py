@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,12 @@ class TuneReportCallback(pl.Callback):
 
     def __init__(self, context: TrialContext) -> None:
         self.context = context
+        self.first_step_at: float | None = None
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self.first_step_at is None:  # wall clock, for start-latency benchmarks
+            self.first_step_at = time.time()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -64,6 +71,7 @@ class TuneReportCallback(pl.Callback):
         if not metrics:
             return
         metrics["step"] = trainer.global_step
+        metrics["first_step_at"] = self.first_step_at or 0.0
         objective = objective_value(metrics, self.context)
         # A NaN objective would poison the searcher; report it as +inf-like failure instead.
         metrics["objective"] = objective if math.isfinite(objective) else float("inf")

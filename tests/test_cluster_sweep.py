@@ -40,7 +40,10 @@ from pathlib import Path
 
 import optuna
 import pytest
+import ray
 import yaml
+from ray.cluster_utils import Cluster
+from ray.tune import ExperimentAnalysis
 
 from sweeps.run import reachable_tracking_uri
 from sweeps.tracking import OUTCOME_TAG, TRIAL_TAG, client_for
@@ -52,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 NAME = "cluster"
 NUM_SAMPLES = 3
-MAX_STEPS, VAL_EVERY = 24, 4  # 6 reports (and checkpoints) per trial
+MAX_STEPS, VAL_EVERY = 40, 4  # 10 reports (and checkpoints) per trial
 TRIAL_RESOURCES = {"cpu": 1, "gpu": 0.5}
 WORKER = {"num_cpus": 1, "num_gpus": 1}  # room for one trial at a time
 SPACE = {
@@ -71,7 +74,7 @@ SPACE = {
 }
 # Faster node-death detection than Ray's defaults (about 15-30 s) to keep the test short.
 HEAD_SYSTEM_CONFIG = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 1000,
-                      "health_check_timeout_ms": 1000, "health_check_failure_threshold": 3}
+                      "health_check_timeout_ms": 5000, "health_check_failure_threshold": 3}
 DEADLINE_S = 420
 T0 = time.time()
 
@@ -87,54 +90,39 @@ def tail(path: Path, chars: int = 4000) -> str:
 
 
 @pytest.fixture
-def mlflow_server(tmp_path, cluster):
+def mlflow_process(tmp_path):
     """``mlflow server`` on a free port: sqlite store, artifacts proxied to a local folder. It
     listens on every interface because trials on other nodes reach it at the driver node's IP
-    (``reachable_tracking_uri``), and admits that Host header (MLflow's default only allows
-    localhost and private ranges)."""
+    (``reachable_tracking_uri``), and admits that Host header (MLflow's default admits only
+    localhost and the private ranges). Started first, so it boots while the cluster does."""
     port = free_port()
-    node_ip = cluster.head_node.node_ip_address
     root = tmp_path / "mlflow"
     root.mkdir()
     log = root / "server.log"
-    allowed = ",".join(f"{host}:{port}" for host in ("127.0.0.1", "localhost", node_ip))
+    hosts = ("127.0.0.1", "localhost", ray.util.get_node_ip_address())  # Ray's choice of node IP
     with open(log, "w") as out:
         server = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--host", "0.0.0.0", "--port", str(port),
              "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
              "--serve-artifacts", "--artifacts-destination", str(root / "artifacts"),
-             "--allowed-hosts", allowed],
+             "--allowed-hosts", ",".join(f"{host}:{port}" for host in hosts)],
             cwd=root, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            assert server.poll() is None, f"mlflow server exited:\n{tail(log)}"
-            assert time.time() < deadline, f"mlflow server not healthy after 120 s:\n{tail(log)}"
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            time.sleep(0.5)
-        print("T mlflow up", time.time() - T0, flush=True)
-        yield uri
+        yield server, f"http://127.0.0.1:{port}", log
     finally:
         print("T teardown", time.time() - T0, flush=True)
-        os.killpg(server.pid, signal.SIGTERM)  # the server and the uvicorn workers it started
+        os.killpg(server.pid, signal.SIGTERM)  # the server and the uvicorn worker it started
         try:
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+        print("T mlflow down", time.time() - T0, flush=True)
 
 
 @pytest.fixture
-def cluster():
+def cluster(mlflow_process):
     """Head (no CPUs, no GPUs: it takes no trials) plus two workers that declare a GPU each."""
-    from ray.cluster_utils import Cluster
-
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "num_gpus": 0, "gcs_server_port": free_port(), "include_dashboard": False,
         "_system_config": HEAD_SYSTEM_CONFIG})
@@ -146,6 +134,26 @@ def cluster():
         yield cluster
     finally:
         cluster.shutdown()
+        print("T cluster down", time.time() - T0, flush=True)
+
+
+@pytest.fixture
+def mlflow_server(mlflow_process, cluster):
+    """The tracking URI once the server answers /health."""
+    server, uri, log = mlflow_process
+    deadline = time.time() + 120
+    while True:
+        assert server.poll() is None, f"mlflow server exited:\n{tail(log)}"
+        assert time.time() < deadline, f"mlflow server not healthy after 120 s:\n{tail(log)}"
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        time.sleep(0.5)
+    print("T mlflow up", time.time() - T0, flush=True)
+    return uri
 
 
 def sweep_command(root: Path, address: str, tracking_uri: str) -> list[str]:
@@ -198,8 +206,8 @@ def test_node_loss_mid_sweep_retries_the_trial_from_its_checkpoint(tmp_path, clu
             if set(running.values()) == set(first_workers):
                 for trial_id, node in running.items():
                     done = checkpoint_indices(tmp_path, trial_id)
-                    # two reports processed by the driver; at least two still to come
-                    if len(done) >= 2 and done[-1] <= MAX_STEPS // VAL_EVERY - 3:
+                    # two reports processed by the driver, at least three still to come
+                    if len(done) >= 2 and done[-1] <= MAX_STEPS // VAL_EVERY - 4:
                         victim = trial_id, node
                         break
             time.sleep(0.25)
@@ -221,8 +229,6 @@ def test_node_loss_mid_sweep_retries_the_trial_from_its_checkpoint(tmp_path, clu
             driver.wait()
 
     # --- Tune: every trial finished, only the interrupted one failed (once) and was retried
-    from ray.tune import ExperimentAnalysis
-
     analysis = ExperimentAnalysis(str(tmp_path / "shared" / NAME))
     trials = {t.trial_id: t for t in analysis.trials}
     assert len(trials) == NUM_SAMPLES and victim_id in trials

@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-other-model", action="store_true",
                         help="decode even if the latents were encoded by other weights")
     parser.add_argument("--chunk-seconds", type=float, default=DEFAULT_CHUNK_SECONDS)
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ and runs:/ "
+                        "(default: $MLFLOW_TRACKING_URI)")
     parser.add_argument("--device", default="cpu")
     return parser
 
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             if not spec:
                 raise LatentFileError(f"{file}: records no model; pass --model")
             if spec not in bundles:
-                bundles[spec] = load_model(spec, args.device)
+                bundles[spec] = load_model(spec, args.device, args.tracking_uri)
             latents.check_model(bundles[spec], args.allow_other_model, str(file))
         for file, latents in loaded:
             bundle = bundles[args.model or latents.metadata["model"]["spec"]]

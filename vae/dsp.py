@@ -74,7 +74,7 @@ def stft(signal: torch.Tensor, n_fft: int, hop_length: int | None = None) -> tor
 
 def magnitude(spec: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """|spec| with a floor under the square root, so the gradient is finite at silence."""
-    return torch.sqrt(torch.clamp(spec.real.pow(2) + spec.imag.pow(2), min=eps))
+    return torch.view_as_real(spec).square().sum(-1).clamp(min=eps).sqrt()
 
 
 def mel_spectrogram(signal: torch.Tensor, sample_rate: int, n_fft: int, n_mels: int) -> torch.Tensor:

@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--out", required=True, help="latent file (.npz) or folder")
     parser.add_argument("--chunk-seconds", type=float, default=DEFAULT_CHUNK_SECONDS,
                         help="audio processed per model call (memory bound; default %(default)s)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ and runs:/ "
+                        "(default: $MLFLOW_TRACKING_URI)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     return parser
 
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         files = find_audio_files(args.inputs)
-        bundle = load_model(args.model, args.device)
+        bundle = load_model(args.model, args.device, args.tracking_uri)
         for file in files:  # every header checked before any work is done
             audio_info(file, bundle.config.model.audio_channels)
         outputs = output_paths(args.inputs, files, Path(args.out))

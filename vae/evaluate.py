@@ -34,10 +34,10 @@ def format_table(results: list[dict[str, Any]], mean: dict[str, float]) -> str:
 
 def evaluate(model: str, inputs: list[str], chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
              segment_seconds: float | None = None, device: str = "cpu",
-             progress: Any = None) -> dict[str, Any]:
+             tracking_uri: str | None = None, progress: Any = None) -> dict[str, Any]:
     """Raises AudioError / BundleError for bad input, before any file is processed where it can."""
     files = find_audio_files(inputs)
-    bundle = load_model(model, device)
+    bundle = load_model(model, device, tracking_uri)
     for file in files:
         audio_info(file, bundle.config.model.audio_channels)
     segment = round(segment_seconds * bundle.config.model.sample_rate) if segment_seconds else None
@@ -72,11 +72,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="audio per model call (memory bound; default %(default)s)")
     parser.add_argument("--segment-seconds", type=float,
                         help="metric segment (default: the bundle's data.chunk_seconds)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ and runs:/ "
+                        "(default: $MLFLOW_TRACKING_URI)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     try:
         report = evaluate(args.model, args.inputs, args.chunk_seconds, args.segment_seconds,
-                          args.device)
+                          args.device, args.tracking_uri)
     except (AudioError, BundleError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -59,20 +59,43 @@ class LatentFileError(ValueError):
 
 # ---- models -------------------------------------------------------------------------------------
 
-def load_model(spec: str | Path, device: str | torch.device = "cpu") -> Bundle:
-    """A bundle folder, or an MLflow model URI resolved to one (``models:/``, ``runs:/``)."""
-    from vae.mlflow_model import resolve_model_dir
-
+def is_model_uri(spec: str | Path) -> bool:
+    """An MLflow model URI (models:/, runs:/, or any scheme://) rather than a bundle folder."""
     spec = str(spec)
-    try:
-        folder = resolve_model_dir(spec)
-    except Exception as exc:  # MLflow raises its own types for unknown models/aliases/runs
-        raise BundleError(f"{spec}: cannot resolve the MLflow model URI: {exc}") from exc
+    return "://" in spec or spec.startswith(("models:", "runs:"))
+
+
+def load_model(spec: str | Path, device: str | torch.device = "cpu",
+               tracking_uri: str | None = None) -> Bundle:
+    """A bundle folder, or an MLflow model URI resolved to one (``models:/NAME@alias``,
+    ``runs:/ID/model``) through ``tracking_uri`` (default: $MLFLOW_TRACKING_URI)."""
+    spec = str(spec)
+    if is_model_uri(spec):
+        import warnings
+
+        import mlflow
+
+        with warnings.catch_warnings():  # BundlePyfunc.predict is untyped on purpose
+            warnings.simplefilter("ignore", UserWarning)
+            from vae.mlflow_model import resolve_model_dir
+        if tracking_uri:
+            mlflow.set_tracking_uri(tracking_uri)
+        try:
+            folder = resolve_model_dir(spec)
+        except Exception as exc:  # MLflow raises its own types for unknown models/aliases/runs
+            raise BundleError(f"{spec}: cannot resolve the MLflow model URI: {exc}") from exc
+    else:
+        folder = Path(spec)
     if not folder.exists():
         raise BundleError(f"{spec}: no such bundle folder")
     bundle = load_bundle(folder, device)
-    bundle.provenance.setdefault("model_spec", spec)
+    bundle.spec = spec if is_model_uri(spec) else str(folder.resolve())  # what encode records
     return bundle
+
+
+def model_spec(bundle: Bundle) -> str:
+    """How to load ``bundle`` again: the MLflow URI it came from, or its absolute folder."""
+    return getattr(bundle, "spec", None) or str(Path(bundle.path).resolve())
 
 
 def weights_fingerprint(bundle: Bundle) -> str | None:
@@ -440,7 +463,7 @@ def encode_file(bundle: Bundle, source: AudioSource, chunk_seconds: float = DEFA
         "frames": int(mean.shape[-1]),
         "source": {"name": info.name, "sample_rate": info.sample_rate, "channels": info.channels,
                    "frames": info.frames, "format": info.format, "subtype": info.subtype},
-        "model": {"spec": bundle.provenance.get("model_spec", str(bundle.path)),
+        "model": {"spec": model_spec(bundle),
                   "path": str(bundle.path),
                   "weights_sha256": fingerprint or weights_fingerprint(bundle),
                   "provenance": bundle.provenance},

@@ -16,23 +16,28 @@ from vae.dsp import magnitude, mel_filterbank, stft
 
 
 class StereoSpectrograms:
-    """Magnitude spectra of prediction and target per FFT size, computed once per step."""
+    """Magnitude spectra of prediction and target per FFT size, computed once per step. The
+    target's are computed without autograd: the backward pass only runs through the prediction."""
 
     def __init__(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
-        # One STFT call for both signals: [2B, C, T].
-        self.batch = prediction.shape[0]
-        self.signals = torch.cat([prediction.float(), target.float()], dim=0)
+        self.prediction = prediction.float()
+        self.target = target.float()
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @staticmethod
+    def _view_magnitudes(signal: torch.Tensor, n_fft: int) -> torch.Tensor:
+        spec = stft(signal, n_fft)  # [B, C, F, frames]
+        if spec.shape[1] == 2:
+            left, right = spec[:, 0:1], spec[:, 1:2]
+            spec = torch.cat([spec, (left + right) / 2, (left - right) / 2], dim=1)
+        return magnitude(spec)
 
     def magnitudes(self, n_fft: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(prediction, target) magnitudes, each [B, V, F, frames]."""
         if n_fft not in self._cache:
-            spec = stft(self.signals, n_fft)  # [2B, C, F, frames]
-            if spec.shape[1] == 2:
-                left, right = spec[:, 0:1], spec[:, 1:2]
-                spec = torch.cat([spec, (left + right) / 2, (left - right) / 2], dim=1)
-            mag = magnitude(spec)
-            self._cache[n_fft] = (mag[: self.batch], mag[self.batch:])
+            with torch.no_grad():
+                target = self._view_magnitudes(self.target, n_fft)
+            self._cache[n_fft] = (self._view_magnitudes(self.prediction, n_fft), target)
         return self._cache[n_fft]
 
 
@@ -58,7 +63,7 @@ class MultiResolutionSTFTLoss(nn.Module):
             diff_norm = torch.linalg.vector_norm((target - pred).flatten(2), dim=2)  # [B, V]
             target_norm = torch.linalg.vector_norm(target.flatten(2), dim=2)
             convergence = (diff_norm / target_norm.clamp(min=1e-5)).mean(dim=0)
-            log_l1 = _per_view_mean((torch.log(target) - torch.log(pred)).abs())
+            log_l1 = _per_view_mean((torch.log(target) - torch.log(pred)).abs())  # target: no grad
             total = total + self.spectral_convergence_weight * convergence \
                 + self.log_magnitude_weight * log_l1
         return total / len(self.fft_sizes)
@@ -80,9 +85,9 @@ class MultiScaleMelLoss(nn.Module):
             pred, target = spectra.magnitudes(n_fft)
             bank = mel_filterbank(self.sample_rate, n_fft, n_mels, device=pred.device)
             pred_mel = torch.einsum("mf,bvft->bvmt", bank, pred)
-            target_mel = torch.einsum("mf,bvft->bvmt", bank, target)
-            log_diff = pred_mel.clamp(min=self.clamp_eps).log10() - \
-                target_mel.clamp(min=self.clamp_eps).log10()
+            with torch.no_grad():
+                target_log = torch.einsum("mf,bvft->bvmt", bank, target).clamp(min=self.clamp_eps).log10()
+            log_diff = pred_mel.clamp(min=self.clamp_eps).log10() - target_log
             total = total + _per_view_mean(log_diff.abs())
         return total / len(self.scales)
 

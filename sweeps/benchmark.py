@@ -1,0 +1,132 @@
+"""Sweep-platform figures on this machine: ``python sweeps/benchmark.py [--trials N]``
+
+1. trial start → first training step, with and without actor reuse;
+2. 2 concurrent trials on 2 cores vs 1 at a time (goal: ≥ 1.7× trials per minute);
+3. ASHA compute vs running every trial to max_t (goal: ≤ 40%), and how close ASHA's best
+   objective is to the best of running everything (same seeded random configs in both).
+Figures, not assertions. Uses the built-in synthetic data and a tiny model."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TINY = {
+    "model.channels": 8, "model.channel_multipliers": [1, 2], "model.strides": [4, 8],
+    "model.latent_dim": 8, "data.chunk_seconds": 0.2, "data.batch_size": 4, "data.val_chunks": 4,
+    "loss.stft.fft_sizes": [512, 128], "loss.mel.window_sizes": [64, 256, 1024],
+    "loss.mel.n_mels": [10, 40, 80], "tracking.audio_examples": 0,
+}
+
+
+def space_dict(name: str, trials: int, concurrent: int, scheduler: dict[str, Any], max_steps: int,
+               val_every: int, sampler: str = "random") -> dict[str, Any]:
+    return {
+        "name": name,
+        "base": {"overrides": {**TINY, "trainer.max_steps": max_steps,
+                               "trainer.val_every_steps": val_every}},
+        "objective": {"metric": "val/mel_distance", "mode": "min"},
+        "searcher": {"sampler": sampler, "seed": 3, "startup_trials": 2},
+        "scheduler": scheduler, "num_samples": trials, "max_concurrent_trials": concurrent,
+        "resources": {"cpu": 1},
+        "params": {"optim.lr": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
+                   "loss.kl.weight": {"type": "float", "low": 1e-6, "high": 1e-1, "log": True}},
+    }
+
+
+def run(root: Path, spec: dict[str, Any], reuse_actors: bool = True) -> tuple[float, Any, dict]:
+    from ray import tune
+
+    from sweeps.run import SweepPaths, run_sweep
+    from sweeps.space import load_space
+
+    starts: dict[str, float] = {}
+
+    class StartClock(tune.Callback):
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            starts.setdefault(trial.trial_id, time.time())
+
+    path = root / f"{spec['name']}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    space = load_space(path)
+    paths = SweepPaths(str(root / "results"), spec["name"])
+    began = time.perf_counter()
+    run_sweep(space, paths, tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+              reuse_actors=reuse_actors, report=False, extra_callbacks=[StartClock()])
+    wall = time.perf_counter() - began
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(paths.experiment_dir)
+    return wall, analysis, starts
+
+
+def start_latencies(analysis: Any, starts: dict[str, float]) -> list[float]:
+    latencies = []
+    for trial in analysis.trials:
+        first = (trial.last_result or {}).get("first_step_at")
+        if first and trial.trial_id in starts:
+            latencies.append(first - starts[trial.trial_id])
+    return latencies
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--trials", type=int, default=6)
+    args = parser.parse_args(argv)
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        figures: dict[str, Any] = {}
+        # 1. start latency, reuse vs fresh workers (one at a time, so trials run back to back)
+        for reuse in (True, False):
+            spec = space_dict(f"start_{reuse}", args.trials, 1, {"type": "none"}, 4, 4)
+            _, analysis, starts = run(root, spec, reuse_actors=reuse)
+            latencies = start_latencies(analysis, starts)[1:]  # the first trial starts a worker either way
+            figures[f"start_to_first_step_s_reuse_{reuse}"] = statistics.median(latencies)
+        # 2. concurrency
+        walls = {}
+        for concurrent in (1, 2):
+            spec = space_dict(f"conc_{concurrent}", args.trials, concurrent, {"type": "none"}, 30, 15)
+            walls[concurrent], _, _ = run(root, spec)
+        figures["trials_per_min_1"] = 60 * args.trials / walls[1]
+        figures["trials_per_min_2"] = 60 * args.trials / walls[2]
+        figures["concurrency_speedup"] = walls[1] / walls[2]
+        # 3. ASHA vs everything to max_t, same seeded random configs
+        trials3 = args.trials * 2
+        results = {}
+        for label, scheduler in (("asha", {"type": "asha", "grace_period": 1, "reduction_factor": 3}),
+                                 ("full", {"type": "none"})):
+            spec = space_dict(f"sched_{label}", trials3, 2, scheduler, 60, 10)
+            wall, analysis, _ = run(root, spec)
+            iterations = sum(int((t.last_result or {}).get("training_iteration", 0)) for t in analysis.trials)
+            best = min((t.last_result or {}).get("objective", float("inf")) for t in analysis.trials)
+            results[label] = {"wall_s": wall, "iterations": iterations, "best": best}
+        figures["asha_compute_fraction"] = results["asha"]["iterations"] / results["full"]["iterations"]
+        figures["asha_wall_fraction"] = results["asha"]["wall_s"] / results["full"]["wall_s"]
+        figures["asha_best"] = results["asha"]["best"]
+        figures["full_best"] = results["full"]["best"]
+        figures["asha_best_gap_pct"] = 100 * (results["asha"]["best"] / results["full"]["best"] - 1)
+    ray.shutdown()
+    print("\n== sweep benchmark ==")
+    print(f"trial start -> first step: {figures['start_to_first_step_s_reuse_True']:.2f} s with actor "
+          f"reuse, {figures['start_to_first_step_s_reuse_False']:.2f} s without")
+    print(f"{args.trials} trials: {figures['trials_per_min_1']:.2f}/min one at a time, "
+          f"{figures['trials_per_min_2']:.2f}/min two at a time: {figures['concurrency_speedup']:.2f}x "
+          "(goal >= 1.7x)")
+    print(f"ASHA ({args.trials * 2} trials): {figures['asha_compute_fraction']:.0%} of the compute of running all "
+          f"to max_t (goal <= 40%), {figures['asha_wall_fraction']:.0%} of the wall time; best "
+          f"{figures['asha_best']:.4f} vs {figures['full_best']:.4f} ({figures['asha_best_gap_pct']:+.1f}%)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
