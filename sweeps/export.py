@@ -64,8 +64,7 @@ def register_bundle(bundle_dir: Path, name: str, tracking_uri: str, run_id: str 
 
     from vae.mlflow_model import log_bundle_model
 
-    mlflow.set_tracking_uri(tracking_uri)
-    version = log_bundle_model(bundle_dir, registered_name=name, run_id=run_id)
+    version = log_bundle_model(bundle_dir, registered_name=name, run_id=run_id, tracking_uri=tracking_uri)
     mlflow.MlflowClient(tracking_uri).set_registered_model_alias(name, CHAMPION_ALIAS, version)
     return {"name": name, "version": version, "alias": CHAMPION_ALIAS,
             "uri": f"models:/{name}@{CHAMPION_ALIAS}"}

@@ -167,7 +167,7 @@ def run_sweep(space: Any, paths: SweepPaths, *, tracking_uri: str | None = None,
         ray.init(address=address, num_cpus=num_cpus if address is None else None,
                  include_dashboard=False, log_to_driver=True)
     trial_tracking_uri = tracking_uri
-    if len(ray.nodes()) > 1:  # trials may run on other machines than this driver
+    if sum(node["Alive"] for node in ray.nodes()) > 1:  # trials may run on other machines
         trial_tracking_uri = reachable_tracking_uri(tracking_uri, ray.util.get_node_ip_address())
     context = TrialContext(
         sweep_name=paths.name, base_config=space.base_config.to_dict(),

@@ -85,7 +85,6 @@ def run_trial(sampled: dict[str, Any], context: TrialContext) -> None:
     sampled = decode_sampled(sampled, context.json_params)
     tune_context = tune.get_context()
     trial_id, trial_name = tune_context.get_trial_id(), tune_context.get_trial_name()
-    trial_dir = Path(tune_context.get_trial_dir())
     # Ray shows a trial every GPU unless told otherwise; trust only the ones it assigned, and
     # only if this process can use CUDA (a node may declare GPUs its torch cannot drive).
     accelerator = "gpu" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
@@ -106,19 +105,21 @@ def run_trial(sampled: dict[str, Any], context: TrialContext) -> None:
     for name, value in sampled.items():
         client.log_param(run_id, f"searched/{name}", value)
 
-    ckpt_path = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            ckpt_path = trial_dir / "resume" / CHECKPOINT_FILE
-            ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(Path(folder) / CHECKPOINT_FILE, ckpt_path)
-        client.set_tag(run_id, "resumed_from_step", str(torch.load(
-            ckpt_path, map_location="cpu", weights_only=True)["global_step"]))
-    try:
-        train(config, ckpt_path=str(ckpt_path) if ckpt_path else None,
-              callbacks=[TuneReportCallback(context)], mlflow_run_id=run_id,
-              run_dir=trial_dir / "lightning", owns_run_status=False)
-    except Exception:
-        client.set_tag(run_id, "failure_reason", traceback.format_exc()[-4900:])
-        raise
+    # Node-local scratch: Tune copies the trial dir to the sweep storage, and Lightning's own
+    # files do not belong there (Tune's checkpoints are what a trial resumes from).
+    with tempfile.TemporaryDirectory(prefix=f"vae-trial-{trial_id}-") as scratch:
+        ckpt_path = None
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            ckpt_path = Path(scratch) / CHECKPOINT_FILE
+            with checkpoint.as_directory() as folder:
+                shutil.copy(Path(folder) / CHECKPOINT_FILE, ckpt_path)
+            step = torch.load(ckpt_path, map_location="cpu", weights_only=True)["global_step"]
+            client.set_tag(run_id, "resumed_from_step", str(step))
+        try:
+            train(config, ckpt_path=str(ckpt_path) if ckpt_path else None,
+                  callbacks=[TuneReportCallback(context)], mlflow_run_id=run_id,
+                  run_dir=Path(scratch) / "run", owns_run_status=False, checkpointing=False)
+        except Exception:
+            client.set_tag(run_id, "failure_reason", traceback.format_exc()[-4900:])
+            raise

@@ -7,7 +7,9 @@ completes; the report and the export come from its results."""
 from __future__ import annotations
 
 import math
+import os
 
+import mlflow
 import numpy as np
 import optuna
 import pytest
@@ -146,8 +148,9 @@ def test_export_loads_and_reconstructs(sweep, tmp_path):
         out = bundle.model(audio).reconstruction
     assert out.shape == audio.shape and torch.isfinite(out).all()
     # the registered champion loads through MLflow and reconstructs the same way
-    import mlflow
+    from vae.mlflow_model import tracking_uri_set_to
 
-    mlflow.set_tracking_uri(sweep["tracking_uri"])
-    model = mlflow.pyfunc.load_model("models:/e2e-vae@champion")
+    with tracking_uri_set_to(sweep["tracking_uri"]):
+        model = mlflow.pyfunc.load_model("models:/e2e-vae@champion")
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # nothing leaks into later tests
     np.testing.assert_allclose(model.predict(audio.numpy()), out.numpy(), atol=1e-5)

@@ -5,6 +5,9 @@ at the model's sample rate and returns the reconstruction."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +33,28 @@ class BundlePyfunc(mlflow.pyfunc.PythonModel):
         return (out[0] if squeeze else out).numpy()
 
 
+@contextmanager
+def tracking_uri_set_to(uri: str) -> Iterator[None]:
+    """MLflow's fluent API needs a global tracking URI (and sets $MLFLOW_TRACKING_URI, which child
+    processes inherit); set it for the block only."""
+    previous_env = os.environ.get("MLFLOW_TRACKING_URI")
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if previous_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous_env
+
+
 def log_bundle_model(bundle_dir: str | Path, registered_name: str | None = None,
-                     run_id: str | None = None) -> str | None:
+                     run_id: str | None = None, tracking_uri: str | None = None) -> str | None:
     """Logs the bundle as model ``model`` of ``run_id`` (a new run if None); returns the registered
     version when ``registered_name`` is given."""
-    with mlflow.start_run(run_id=run_id):
+    with tracking_uri_set_to(tracking_uri or mlflow.get_tracking_uri()), mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(name="model", python_model=BundlePyfunc(),
                                        artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
                                        registered_model_name=registered_name)

@@ -78,13 +78,15 @@ def build_mlflow_logger(config: VAEConfig, run_id: str | None = None,
 
 
 def build_trainer(config: VAEConfig, run_dir: Path, callbacks: Sequence[pl.Callback] = (),
-                  loggers: Sequence[Any] = ()) -> pl.Trainer:
+                  loggers: Sequence[Any] = (), checkpointing: bool = True) -> pl.Trainer:
+    """``checkpointing=False`` when the caller saves checkpoints itself (a sweep trial)."""
     accelerator, precision = resolve_accelerator(config)
     trainer_cfg = config.trainer
-    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step{step:07d}",
-                                  auto_insert_metric_name=False, monitor="val/mel_distance",
-                                  mode="min", save_top_k=1, save_last=True)
-    all_callbacks: list[pl.Callback] = [checkpoints, *callbacks]
+    all_callbacks: list[pl.Callback] = list(callbacks)
+    if checkpointing:
+        all_callbacks.insert(0, ModelCheckpoint(
+            dirpath=run_dir / "checkpoints", filename="step{step:07d}", auto_insert_metric_name=False,
+            monitor="val/mel_distance", mode="min", save_top_k=1, save_last=True))
     if loggers and config.tracking.audio_examples > 0:
         all_callbacks.append(AudioExamplesToMLflow())
     return pl.Trainer(
@@ -95,13 +97,14 @@ def build_trainer(config: VAEConfig, run_dir: Path, callbacks: Sequence[pl.Callb
         num_sanity_val_steps=0, log_every_n_steps=trainer_cfg.log_every_steps,
         logger=list(loggers) or False, callbacks=all_callbacks,
         enable_progress_bar=trainer_cfg.progress_bar, enable_model_summary=False,
+        enable_checkpointing=checkpointing,
         deterministic=trainer_cfg.deterministic, default_root_dir=str(run_dir),
     )
 
 
 def train(config: VAEConfig, *, ckpt_path: str | None = None, callbacks: Sequence[pl.Callback] = (),
           mlflow_run_id: str | None = None, run_dir: str | Path | None = None,
-          owns_run_status: bool = True) -> TrainResult:
+          owns_run_status: bool = True, checkpointing: bool = True) -> TrainResult:
     """Train one VAE. ``ckpt_path`` resumes (weights, optimisers, schedules, step counter).
     ``mlflow_run_id`` logs into an existing run; with ``owns_run_status=False`` the caller sets
     that run's final status."""
@@ -118,7 +121,7 @@ def train(config: VAEConfig, *, ckpt_path: str | None = None, callbacks: Sequenc
 
     module = AudioVAEModule(config)
     datamodule = build_datamodule(config)
-    trainer = build_trainer(config, run_dir, callbacks, [logger] if logger else [])
+    trainer = build_trainer(config, run_dir, callbacks, [logger] if logger else [], checkpointing)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     if trainer.global_step % config.trainer.val_every_steps != 0:
         # The last steps were never validated: do it, so final metrics describe final weights.
