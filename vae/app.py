@@ -35,8 +35,8 @@ import soundfile as sf
 import torch
 
 from vae.export import REQUIRED_FILES, Bundle, BundleError
-from vae.inference import (AUDIO_EXTENSIONS, AudioError, decode_latent, load_model, read_audio,
-                           reconstruct, resample, score)
+from vae.inference import (AUDIO_EXTENSIONS, MIN_SCORE_SAMPLES, AudioError, decode_latent,
+                           load_model, read_audio, reconstruct, resample, score)
 
 TITLE = "Audio VAE listening room"
 EXAMPLE = "example"
@@ -79,8 +79,12 @@ def discover_bundles(roots: list[Path], max_depth: int = 3) -> list[Path]:
 
 
 def registered_model_uris(tracking_uri: str) -> list[str]:
-    """``models:/NAME@ALIAS`` for every alias, then ``models:/NAME/VERSION`` for each version."""
+    """``models:/NAME@ALIAS`` for every alias, then ``models:/NAME/VERSION`` for each version.
+    A sqlite store that does not exist is reported, not created."""
     from mlflow import MlflowClient
+
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
+        raise FileNotFoundError(f"no MLflow database at {tracking_uri[len('sqlite:///'):]}")
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     uris: list[str] = []
@@ -155,11 +159,11 @@ class Result:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def run_model(bundle: Bundle, audio: torch.Tensor) -> Result:
+def run_model(bundle: Bundle, audio: torch.Tensor, with_metrics: bool = True) -> Result:
     """Encode (posterior mean), decode and score, as evaluation does."""
     recon, mean, std = reconstruct(bundle.model, audio)
-    metrics = score(bundle, recon, audio, mean, std) if audio.shape[-1] >= 2048 else {}
-    return Result(audio, recon, mean, std, metrics)
+    scorable = with_metrics and audio.shape[-1] >= MIN_SCORE_SAMPLES
+    return Result(audio, recon, mean, std, score(bundle, recon, audio, mean, std) if scorable else {})
 
 
 def edit_latent(latent: torch.Tensor, channels: list[int], scale: float = 1.0,
@@ -191,6 +195,16 @@ def decode(bundle: Bundle, latent: torch.Tensor, length: int | None = None) -> t
 
 # ---- plots ---------------------------------------------------------------------------------------
 
+def envelope(signal: torch.Tensor, sample_rate: int, points: int = 1500
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(time, min, max) over ``points`` buckets: a waveform drawn at screen resolution."""
+    x = signal.detach().float().cpu().numpy()
+    bucket = max(1, math.ceil(len(x) / points))
+    padded = np.pad(x, (0, (-len(x)) % bucket), mode="edge").reshape(-1, bucket)
+    time = (np.arange(padded.shape[0]) * bucket + bucket / 2) / sample_rate
+    return time, padded.min(axis=1), padded.max(axis=1)
+
+
 def comparison_figure(clips: dict[str, torch.Tensor], sample_rate: int):
     """Waveform (top) and spectrogram in dB (bottom) of each clip, side by side, shared scales."""
     import matplotlib
@@ -201,7 +215,7 @@ def comparison_figure(clips: dict[str, torch.Tensor], sample_rate: int):
     from vae.dsp import magnitude, stft
 
     n = len(clips)
-    fig, axes = plt.subplots(2, n, figsize=(5.2 * n, 5.0), squeeze=False,
+    fig, axes = plt.subplots(2, n, figsize=(5.2 * n, 5.4), squeeze=False, layout="constrained",
                              gridspec_kw={"height_ratios": [1, 1.6]})
     specs = {}
     for label, audio in clips.items():
@@ -214,10 +228,10 @@ def comparison_figure(clips: dict[str, torch.Tensor], sample_rate: int):
     for column, (label, audio) in enumerate(clips.items()):
         seconds = audio.shape[-1] / sample_rate
         wave_ax, spec_ax = axes[0, column], axes[1, column]
-        time = np.arange(audio.shape[-1]) / sample_rate
         for channel in range(audio.shape[0]):
-            wave_ax.plot(time, audio[channel].float().numpy(), linewidth=0.5, alpha=0.8,
-                         label=("L", "R")[channel] if audio.shape[0] == 2 else None)
+            time, low, high = envelope(audio[channel], sample_rate)
+            wave_ax.fill_between(time, low, high, linewidth=0.3, alpha=0.6,
+                                 label=("L", "R")[channel] if audio.shape[0] == 2 else None)
         wave_ax.set_xlim(0, seconds)
         wave_ax.set_ylim(-1.05 * peak, 1.05 * peak)
         wave_ax.set_title(label)
@@ -227,8 +241,19 @@ def comparison_figure(clips: dict[str, torch.Tensor], sample_rate: int):
                                extent=(0, seconds, 0, sample_rate / 2000))
         spec_ax.set_xlabel("time (s)")
         spec_ax.set_ylabel("kHz")
-    fig.colorbar(image, ax=axes[1, :].tolist(), label="dB", fraction=0.02)
+    fig.colorbar(image, ax=axes[1, :].tolist(), label="dB", aspect=30, pad=0.01)
     return fig
+
+
+def comparison_png(clips: dict[str, torch.Tensor], sample_rate: int, dpi: int = 90) -> bytes:
+    """:func:`comparison_figure` as PNG bytes (the figure is closed)."""
+    import matplotlib.pyplot as plt
+
+    figure = comparison_figure(clips, sample_rate)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    plt.close(figure)
+    return buffer.getvalue()
 
 
 # ---- A/B across sweep trials ---------------------------------------------------------------------
@@ -239,7 +264,9 @@ class TrialInfo:
     status: str
     config: dict[str, Any]
     metrics: dict[str, float]
-    checkpoint: str | None
+    checkpoint: str | None  # the last checkpoint's path (on its filesystem)
+    order: int = 0  # the searcher proposed it as its order-th trial (1-based; 0 unknown)
+    checkpoint_object: Any = field(default=None, repr=False, compare=False)  # ray.tune.Checkpoint
 
     @property
     def label(self) -> str:
@@ -272,7 +299,7 @@ def sweep_trials(storage_path: str, name: str) -> tuple[dict[str, Any], list[Tri
 
     paths = SweepPaths(resolve_storage(storage_path), name)
     state = load_state(paths.local_state_dir)
-    analysis = ExperimentAnalysis(state.get("experiment_dir", paths.experiment_dir))
+    analysis = ExperimentAnalysis(paths.experiment_dir)
     trials = []
     for trial in analysis.trials:
         last = trial.last_result or {}
@@ -280,8 +307,10 @@ def sweep_trials(storage_path: str, name: str) -> tuple[dict[str, Any], list[Tri
                    if (k.startswith("val/") or k in ("objective", "step"))
                    and isinstance(v, (int, float))}
         checkpoint = analysis.get_last_checkpoint(trial)
+        tag = str(getattr(trial, "experiment_tag", "") or "").split("_", 1)[0]
         trials.append(TrialInfo(trial.trial_id, trial.status, dict(trial.config or {}), metrics,
-                                checkpoint.path if checkpoint is not None else None))
+                                checkpoint.path if checkpoint is not None else None,
+                                int(tag) if tag.isdigit() else 0, checkpoint))
     sign = 1.0 if state.get("mode", "min") == "min" else -1.0
 
     def rank(t: TrialInfo) -> tuple[int, float]:
@@ -292,9 +321,9 @@ def sweep_trials(storage_path: str, name: str) -> tuple[dict[str, Any], list[Tri
     return state, sorted(trials, key=rank)
 
 
-def _trial_order(trial_id: str) -> tuple[int, str]:
-    tail = trial_id.rsplit("_", 1)[-1]
-    return (int(tail), trial_id) if tail.isdigit() else (1 << 30, trial_id)
+def _trial_order(trial: TrialInfo) -> tuple[int, str]:
+    """Proposal order (Tune's experiment tag starts with the trial's index), unknown last."""
+    return (trial.order if trial.order > 0 else 1 << 30, trial.trial_id)
 
 
 def _same_point(config: dict[str, Any], point: dict[str, Any]) -> bool:
@@ -332,10 +361,10 @@ def seed_default_trial(trials: list[TrialInfo], state: dict[str, Any]) -> tuple[
         return None, "the sweep has no trials"
     points = seeded_points(state)
     if points:
-        for trial in sorted(trials, key=lambda t: _trial_order(t.trial_id)):
+        for trial in sorted(trials, key=_trial_order):
             if _same_point(trial.config, points[0]):
                 return trial, f"seeded point {points[0]}"
-    first = min(trials, key=lambda t: _trial_order(t.trial_id))
+    first = min(trials, key=_trial_order)
     return first, "the first trial proposed (no seeded point found)"
 
 
@@ -358,7 +387,8 @@ def trial_bundle(storage_path: str, name: str, trial: TrialInfo, cache_dir: str 
     try:
         provenance = {"sweep": name, "storage_path": storage_path, "trial_id": trial.trial_id,
                       "searched": trial.config}
-        with Checkpoint(trial.checkpoint).as_directory() as folder:
+        checkpoint = trial.checkpoint_object or Checkpoint(trial.checkpoint)
+        with checkpoint.as_directory() as folder:
             ckpt = Path(folder) / CHECKPOINT_FILE
             if not ckpt.is_file():
                 raise BundleError(f"{trial.checkpoint}: checkpoint has no {CHECKPOINT_FILE}")
@@ -376,15 +406,18 @@ def ab_table(a: tuple[str, TrialInfo, dict[str, float]], b: tuple[str, TrialInfo
     """Rows: searched values, the sweep's last validation metrics, the clip's metrics; columns A, B."""
     import pandas as pd
 
+    def shown(value: Any) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
     rows: dict[str, dict[str, Any]] = {}
     for column, trial, clip in (a, b):
         for key, value in trial.config.items():
-            rows.setdefault(f"searched: {key}", {})[column] = value
+            rows.setdefault(f"searched: {key}", {})[column] = shown(value)
         for key, value in trial.metrics.items():
-            rows.setdefault(f"sweep: {key}", {})[column] = value
+            rows.setdefault(f"sweep: {key}", {})[column] = shown(value)
         for key, value in clip.items():
-            rows.setdefault(f"clip: {key}", {})[column] = value
-    return pd.DataFrame.from_dict(rows, orient="index", columns=[a[0], b[0]]).astype(str)
+            rows.setdefault(f"clip: {key}", {})[column] = shown(value)
+    return pd.DataFrame.from_dict(rows, orient="index", columns=[a[0], b[0]]).fillna("–")
 
 
 def cache_dir() -> Path:
@@ -449,7 +482,7 @@ def main() -> None:  # pragma: no cover - exercised through AppTest and a served
         except BundleError as exc:
             st.error(str(exc))
             st.stop()
-        st.json(describe_model(bundle), expanded=False)
+        st.caption(" · ".join(f"{k} **{v}**" for k, v in describe_model(bundle).items()))
         if bundle.metrics:
             with st.expander("Validation metrics of this bundle"):
                 st.json(bundle.metrics)
@@ -485,9 +518,8 @@ def main() -> None:  # pragma: no cover - exercised through AppTest and a served
         left.audio(wav_bytes(result.audio, sample_rate), format="audio/wav")
         right.markdown("**Reconstruction**")
         right.audio(wav_bytes(result.reconstruction, sample_rate), format="audio/wav")
-        figure = comparison_figure({"original": result.audio, "reconstruction": result.reconstruction},
-                                   sample_rate)
-        st.pyplot(figure, clear_figure=True)
+        st.image(remember(("plot", spec, clip.key, clip_seconds), lambda: comparison_png(
+            {"original": result.audio, "reconstruction": result.reconstruction}, sample_rate)))
 
     with latent_tab:
         latent_dim = bundle.config.model.latent_dim
@@ -499,8 +531,9 @@ def main() -> None:  # pragma: no cover - exercised through AppTest and a served
                           lambda: decode(bundle, edit_latent(result.mean, chosen, scale, offset),
                                          audio.shape[-1]))
         st.audio(wav_bytes(edited, sample_rate), format="audio/wav")
-        st.pyplot(comparison_figure({"reconstruction": result.reconstruction, "edited": edited},
-                                    sample_rate), clear_figure=True)
+        st.image(remember(("plot-edit", spec, clip.key, clip_seconds, tuple(chosen), scale, offset),
+                          lambda: comparison_png({"reconstruction": result.reconstruction,
+                                                  "edited": edited}, sample_rate)))
 
         st.subheader("Interpolate between two clips")
         upload_b = st.file_uploader("Second clip (without one: another synthetic clip)",
@@ -513,14 +546,17 @@ def main() -> None:  # pragma: no cover - exercised through AppTest and a served
             st.error(f"Cannot use {clip_b.name}: {exc}")
             audio_b = None
         if audio_b is not None:
-            result_b = remember(("run", spec, clip_b.key, clip_seconds), lambda: run_model(bundle, audio_b))
+            result_b = remember(("run-b", spec, clip_b.key, clip_seconds),
+                                lambda: run_model(bundle, audio_b, with_metrics=False))
             alpha = st.slider("α (0 = first clip, 1 = second)", 0.0, 1.0, 0.5, 0.05, key="alpha")
             mixed = remember(("mix", spec, clip.key, clip_b.key, clip_seconds, alpha),
                              lambda: decode(bundle, interpolate_latents(result.mean, result_b.mean, alpha)))
             st.audio(wav_bytes(mixed, sample_rate), format="audio/wav")
-            st.pyplot(comparison_figure({"first": result.reconstruction, "interpolated": mixed,
-                                         "second": result_b.reconstruction}, sample_rate),
-                      clear_figure=True)
+            st.image(remember(("plot-mix", spec, clip.key, clip_b.key, clip_seconds, alpha),
+                              lambda: comparison_png({"first": result.reconstruction,
+                                                      "interpolated": mixed,
+                                                      "second": result_b.reconstruction},
+                                                     sample_rate)))
 
         st.subheader("Sample from the prior")
         prior_seconds = st.slider("Length (s)", 0.5, 10.0, 2.0, 0.5, key="prior_seconds")
@@ -530,7 +566,8 @@ def main() -> None:  # pragma: no cover - exercised through AppTest and a served
         sampled = remember(("prior", spec, frames, temperature, int(seed)),
                            lambda: decode(bundle, sample_prior(latent_dim, frames, temperature, int(seed))))
         st.audio(wav_bytes(sampled, sample_rate), format="audio/wav")
-        st.pyplot(comparison_figure({"prior sample": sampled}, sample_rate), clear_figure=True)
+        st.image(remember(("plot-prior", spec, frames, temperature, int(seed)),
+                          lambda: comparison_png({"prior sample": sampled}, sample_rate)))
 
     with ab_tab:
         storage = st.text_input("Sweep storage path", key="sweep_storage",
@@ -557,7 +594,9 @@ def main() -> None:  # pragma: no cover - exercised through AppTest and a served
         if mode == "Best vs seed default":
             trial_a = usable[0]
             trial_b, why = remember(("seed", storage, sweep), lambda: seed_default_trial(usable, state))
-            st.caption(f"A = best trial {trial_a.trial_id}; B = seed default {trial_b.trial_id} ({why})")
+            same = " — the best trial is the seed default" if trial_b.trial_id == trial_a.trial_id else ""
+            st.caption(f"A = best trial {trial_a.trial_id}; B = seed default {trial_b.trial_id} "
+                       f"({why}){same}")
         else:
             names = list(labels)
             trial_a = labels[st.selectbox("Trial A", names, index=0, key="trial_a")]
@@ -585,11 +624,13 @@ def main() -> None:  # pragma: no cover - exercised through AppTest and a served
         st.table(ab_table(*[(f"{column}: {trial.trial_id}", trial, run.metrics)
                             for column, trial, _, run in outcomes]))
         rate_a = outcomes[0][2].config.model.sample_rate
-        st.pyplot(comparison_figure(
+        st.image(remember(("plot-ab", storage, sweep, clip.key, clip_seconds,
+                           *(trial.checkpoint for _, trial, _, _ in outcomes)),
+                          lambda: comparison_png(
             {"original": outcomes[0][3].audio,
              **{f"{column}: {trial.trial_id}": resample(run.reconstruction,
                                                          trial_model.config.model.sample_rate, rate_a)
-                for column, trial, trial_model, run in outcomes}}, rate_a), clear_figure=True)
+                for column, trial, trial_model, run in outcomes}}, rate_a)))
 
 
 if __name__ == "__main__":

@@ -81,7 +81,7 @@ def load_model(spec: str | Path, device: str | torch.device = "cpu",
         if tracking_uri:
             mlflow.set_tracking_uri(tracking_uri)
         try:
-            folder = resolve_model_dir(spec)
+            folder = _bundle_of_mlflow_model(resolve_model_dir(spec))
         except Exception as exc:  # MLflow raises its own types for unknown models/aliases/runs
             raise BundleError(f"{spec}: cannot resolve the MLflow model URI: {exc}") from exc
     else:
@@ -91,6 +91,21 @@ def load_model(spec: str | Path, device: str | torch.device = "cpu",
     bundle = load_bundle(folder, device)
     bundle.spec = spec if is_model_uri(spec) else str(folder.resolve())  # what encode records
     return bundle
+
+
+def _bundle_of_mlflow_model(folder: Path) -> Path:
+    """The bundle inside a downloaded pyfunc model: where its MLmodel says the ``bundle`` artifact
+    is (MLflow names the copy after the logged folder, not after the artifact key)."""
+    import yaml
+
+    from vae.mlflow_model import BUNDLE_ARTIFACT
+
+    mlmodel = folder / "MLmodel"
+    if (folder / WEIGHTS_FILE).is_file() or not mlmodel.is_file():
+        return folder
+    flavor = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors", {}).get("python_function", {})
+    relative = (flavor.get("artifacts") or {}).get(BUNDLE_ARTIFACT, {}).get("path")
+    return folder / relative if relative else folder
 
 
 def model_spec(bundle: Bundle) -> str:
@@ -549,32 +564,50 @@ def kl_kbps(mean: torch.Tensor, std: torch.Tensor, frame_rate: float) -> float:
 
 class SegmentScorer:
     """Scores (prediction, reference) blocks as training validation scores its chunks: the metrics
-    of vae.metrics on consecutive segments of ``segment`` samples, averaged weighted by length.
-    A short tail is merged into the segment before it. si_sdr skips silent reference segments
-    (undefined there) and is NaN when every segment is silent."""
+    of vae.metrics on consecutive segments of ``segment`` samples (batched like validation batches),
+    averaged weighted by length. A short tail is merged into the segment before it. si_sdr skips
+    silent reference segments (undefined there) and is NaN when every segment is silent."""
 
-    def __init__(self, sample_rate: int, segment: int) -> None:
+    def __init__(self, sample_rate: int, segment: int, batch: int = 16) -> None:
         self.sample_rate = sample_rate
         self.segment = max(int(segment), MIN_SCORE_SAMPLES)
+        self.batch = batch
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._queue: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.totals = {"mel_distance": 0.0, "stft_distance": 0.0, "si_sdr": 0.0}
         self.weights = {"mel_distance": 0, "stft_distance": 0, "si_sdr": 0}
         self.segments = 0
 
-    def _score(self, pred: torch.Tensor, ref: torch.Tensor) -> None:
-        if ref.shape[-1] < MIN_SCORE_SAMPLES:
-            raise ValueError(f"too short to score: {ref.shape[-1]} samples at {self.sample_rate} Hz "
+    def _score(self, preds: torch.Tensor, refs: torch.Tensor) -> None:
+        """A batch [n, channels, L] of equal-length segments: each metric's batch value is the
+        mean over its segments, so it counts n · L samples."""
+        n, length = refs.shape[0], refs.shape[-1]
+        if length < MIN_SCORE_SAMPLES:
+            raise ValueError(f"too short to score: {length} samples at {self.sample_rate} Hz "
                              f"(the metrics need at least {MIN_SCORE_SAMPLES})")
-        n = ref.shape[-1]
-        pred, ref = pred[None].float(), ref[None].float()
-        self.totals["mel_distance"] += float(mel_distance(pred, ref, self.sample_rate)) * n
-        self.totals["stft_distance"] += float(stft_distance(pred, ref)) * n
-        self.weights["mel_distance"] += n
-        self.weights["stft_distance"] += n
-        if float(ref.pow(2).mean()) > SILENCE_POWER:
-            self.totals["si_sdr"] += float(si_sdr(pred, ref)) * n
-            self.weights["si_sdr"] += n
-        self.segments += 1
+        preds, refs = preds.float(), refs.float()
+        self.totals["mel_distance"] += float(mel_distance(preds, refs, self.sample_rate)) * n * length
+        self.totals["stft_distance"] += float(stft_distance(preds, refs)) * n * length
+        self.weights["mel_distance"] += n * length
+        self.weights["stft_distance"] += n * length
+        audible = refs.pow(2).mean(dim=(1, 2)) > SILENCE_POWER
+        if audible.any():
+            count = int(audible.sum())
+            self.totals["si_sdr"] += float(si_sdr(preds[audible], refs[audible])) * count * length
+            self.weights["si_sdr"] += count * length
+        self.segments += n
+
+    def _flush(self) -> None:
+        if self._queue:
+            self._score(torch.stack([p for p, _ in self._queue]), torch.stack([r for _, r in self._queue]))
+            self._queue = []
+
+    def _enqueue(self, pred: torch.Tensor, ref: torch.Tensor) -> None:
+        if self._queue and self._queue[0][1].shape != ref.shape:
+            self._flush()
+        self._queue.append((pred, ref))
+        if len(self._queue) >= self.batch:
+            self._flush()
 
     def add_segment(self, pred: torch.Tensor, ref: torch.Tensor) -> None:
         """One segment of at most ``segment`` samples (as :func:`rechunk` gives)."""
@@ -585,7 +618,7 @@ class SegmentScorer:
                 p, r = self._pending
                 self._pending = (torch.cat([p, pred], -1), torch.cat([r, ref], -1))
                 return
-            self._score(*self._pending)
+            self._enqueue(*self._pending)
         self._pending = (pred, ref)
 
     def add(self, pred: torch.Tensor, ref: torch.Tensor) -> None:
@@ -595,8 +628,9 @@ class SegmentScorer:
 
     def result(self) -> dict[str, float]:
         if self._pending is not None:
-            self._score(*self._pending)
+            self._enqueue(*self._pending)
             self._pending = None
+        self._flush()
         return {k: (self.totals[k] / self.weights[k] if self.weights[k] else float("nan"))
                 for k in self.totals}
 
