@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -65,14 +66,14 @@ def tone(seconds: float, rate: int, channels: int, freq: float = 440.0, seed: in
 
 def register_bundle(bundle_dir: Path, root: Path, name: str = "tiny-vae") -> str:
     """Log ``bundle_dir`` as an MLflow model in a sqlite store under ``root``, registered as
-    ``name`` with alias ``champion``; returns the tracking URI (the global one is restored)."""
+    ``name`` with alias ``champion``; returns its tracking URI (MLflow's global one is reset)."""
     import mlflow
 
     from vae.mlflow_model import log_bundle_model
 
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
+    env_before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)  # log_bundle_model uses MLflow's fluent (global) API
     try:
         client = mlflow.MlflowClient(uri)
         experiment = client.create_experiment("inference-tests",
@@ -80,8 +81,12 @@ def register_bundle(bundle_dir: Path, root: Path, name: str = "tiny-vae") -> str
         mlflow.set_experiment(experiment_id=experiment)
         version = log_bundle_model(bundle_dir, registered_name=name)
         client.set_registered_model_alias(name, "champion", version)
-    finally:
-        mlflow.set_tracking_uri(previous)
+    finally:  # back to "unset", and the environment as it was (set_tracking_uri exports it)
+        mlflow.set_tracking_uri(None)
+        if env_before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env_before
     return uri
 
 
@@ -392,7 +397,12 @@ def registry(bundle_dir, tmp_path_factory) -> str:
 
 
 def test_models_uri_evaluates_like_the_bundle_folder(registry, bundle_dir, audio_dir, tmp_path):
+    import mlflow
+
+    before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri(), os.environ.get("MLFLOW_TRACKING_URI"))
     bundle = load_model("models:/tiny-vae@champion", tracking_uri=registry)
+    assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri(),
+            os.environ.get("MLFLOW_TRACKING_URI")) == before  # MLflow's global state put back
     reference = load_bundle(bundle_dir)
     for key, value in reference.model.state_dict().items():
         torch.testing.assert_close(bundle.model.state_dict()[key], value, rtol=0, atol=0)

@@ -71,17 +71,10 @@ def load_model(spec: str | Path, device: str | torch.device = "cpu",
     ``runs:/ID/model``) through ``tracking_uri`` (default: $MLFLOW_TRACKING_URI)."""
     spec = str(spec)
     if is_model_uri(spec):
-        import warnings
+        from vae.mlflow_model import resolve_model_dir
 
-        import mlflow
-
-        with warnings.catch_warnings():  # BundlePyfunc.predict is untyped on purpose
-            warnings.simplefilter("ignore", UserWarning)
-            from vae.mlflow_model import resolve_model_dir
-        if tracking_uri:
-            mlflow.set_tracking_uri(tracking_uri)
         try:
-            folder = _bundle_of_mlflow_model(resolve_model_dir(spec))
+            folder = resolve_model_dir(spec, tracking_uri)
         except Exception as exc:  # MLflow raises its own types for unknown models/aliases/runs
             raise BundleError(f"{spec}: cannot resolve the MLflow model URI: {exc}") from exc
     else:
@@ -91,21 +84,6 @@ def load_model(spec: str | Path, device: str | torch.device = "cpu",
     bundle = load_bundle(folder, device)
     bundle.spec = spec if is_model_uri(spec) else str(folder.resolve())  # what encode records
     return bundle
-
-
-def _bundle_of_mlflow_model(folder: Path) -> Path:
-    """The bundle inside a downloaded pyfunc model: where its MLmodel says the ``bundle`` artifact
-    is (MLflow names the copy after the logged folder, not after the artifact key)."""
-    import yaml
-
-    from vae.mlflow_model import BUNDLE_ARTIFACT
-
-    mlmodel = folder / "MLmodel"
-    if (folder / WEIGHTS_FILE).is_file() or not mlmodel.is_file():
-        return folder
-    flavor = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors", {}).get("python_function", {})
-    relative = (flavor.get("artifacts") or {}).get(BUNDLE_ARTIFACT, {}).get("path")
-    return folder / relative if relative else folder
 
 
 def model_spec(bundle: Bundle) -> str:

@@ -6,6 +6,8 @@ at the model's sample rate and returns the reconstruction."""
 from __future__ import annotations
 
 import os
+import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,8 +16,13 @@ from typing import Any
 import mlflow
 import numpy as np
 import torch
+import yaml
 
 BUNDLE_ARTIFACT = "bundle"
+
+
+warnings.filterwarnings("ignore", message=".*[Tt]ype hint.*", category=UserWarning,
+                        module="mlflow.pyfunc")
 
 
 class BundlePyfunc(mlflow.pyfunc.PythonModel):
@@ -33,28 +40,45 @@ class BundlePyfunc(mlflow.pyfunc.PythonModel):
         return (out[0] if squeeze else out).numpy()
 
 
+_MLFLOW_LOCK = threading.Lock()
+
+
 @contextmanager
-def tracking_uri_set_to(uri: str) -> Iterator[None]:
-    """MLflow's fluent API needs a global tracking URI (and sets $MLFLOW_TRACKING_URI, which child
-    processes inherit); set it for the block only."""
-    previous_env = os.environ.get("MLFLOW_TRACKING_URI")
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
+def tracking_uri_set_to(uri: str | None) -> Iterator[None]:
+    """MLflow's tracking and registry URIs set to ``uri`` for the block, then put back as they
+    were. The fluent API and ``models:/`` resolution read process-global URIs (and setting them
+    also sets $MLFLOW_TRACKING_URI, which child processes inherit); the app serves many sessions
+    from one process, hence the lock. ``None`` leaves everything as it is."""
+    if not uri:
         yield
-    finally:
-        mlflow.set_tracking_uri(previous)
-        if previous_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = previous_env
+        return
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    with _MLFLOW_LOCK:
+        saved_tracking = getattr(tracking_utils, "_tracking_uri", None)
+        saved_registry = getattr(registry_utils, "_registry_uri", None)
+        saved_env = [os.environ.get(n) for n in names]
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(saved_tracking)
+            mlflow.set_registry_uri(saved_registry)
+            for name, value in zip(names, saved_env, strict=True):
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def log_bundle_model(bundle_dir: str | Path, registered_name: str | None = None,
                      run_id: str | None = None, tracking_uri: str | None = None) -> str | None:
     """Logs the bundle as model ``model`` of ``run_id`` (a new run if None); returns the registered
     version when ``registered_name`` is given."""
-    with tracking_uri_set_to(tracking_uri or mlflow.get_tracking_uri()), mlflow.start_run(run_id=run_id):
+    with tracking_uri_set_to(tracking_uri), mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(name="model", python_model=BundlePyfunc(),
                                        artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
                                        registered_model_name=registered_name)
@@ -62,10 +86,19 @@ def log_bundle_model(bundle_dir: str | Path, registered_name: str | None = None,
     return str(version) if version is not None else None
 
 
-def resolve_model_dir(uri: str) -> Path:
-    """A local bundle folder for a bundle path or an MLflow model URI (models:/, runs:/)."""
-    if "://" not in uri and not uri.startswith(("models:", "runs:")):
-        return Path(uri)
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-    nested = local / "artifacts" / BUNDLE_ARTIFACT
-    return nested if nested.is_dir() else local
+def bundle_in_model_dir(folder: Path) -> Path:
+    """The bundle inside a downloaded pyfunc model: where its MLmodel says the ``bundle`` artifact
+    is (MLflow names the copy after the logged folder, not after the artifact key)."""
+    mlmodel = folder / "MLmodel"
+    if not mlmodel.is_file():
+        return folder
+    flavor = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors", {}).get("python_function", {})
+    relative = (flavor.get("artifacts") or {}).get(BUNDLE_ARTIFACT, {}).get("path")
+    return folder / relative if relative else folder
+
+
+def resolve_model_dir(uri: str, tracking_uri: str | None = None) -> Path:
+    """A local bundle folder for an MLflow model URI (models:/NAME@alias, runs:/ID/model)."""
+    with tracking_uri_set_to(tracking_uri):
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    return bundle_in_model_dir(local)
