@@ -79,6 +79,10 @@ def start_latencies(analysis: Any, starts: dict[str, float]) -> list[float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=6)
+    parser.add_argument("--grace-period", type=int, default=2, help="ASHA grace period (validations)")
+    parser.add_argument("--asha-max-steps", type=int, default=90)
+    parser.add_argument("--asha-val-every", type=int, default=5)
+    parser.add_argument("--only", choices=["start", "concurrency", "asha"], help="run one part")
     args = parser.parse_args(argv)
     import ray
 
@@ -87,42 +91,50 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         figures: dict[str, Any] = {}
         # 1. start latency, reuse vs fresh workers (one at a time, so trials run back to back)
-        for reuse in (True, False):
+        for reuse in (True, False) if args.only in (None, "start") else ():
             spec = space_dict(f"start_{reuse}", args.trials, 1, {"type": "none"}, 4, 4)
             _, analysis, starts = run(root, spec, reuse_actors=reuse)
             latencies = start_latencies(analysis, starts)[1:]  # the first trial starts a worker either way
             figures[f"start_to_first_step_s_reuse_{reuse}"] = statistics.median(latencies)
         # 2. concurrency
         walls = {}
-        for concurrent in (1, 2):
+        for concurrent in (1, 2) if args.only in (None, "concurrency") else ():
             spec = space_dict(f"conc_{concurrent}", args.trials, concurrent, {"type": "none"}, 30, 15)
             walls[concurrent], _, _ = run(root, spec)
-        figures["trials_per_min_1"] = 60 * args.trials / walls[1]
-        figures["trials_per_min_2"] = 60 * args.trials / walls[2]
-        figures["concurrency_speedup"] = walls[1] / walls[2]
+        if walls:
+            figures["trials_per_min_1"] = 60 * args.trials / walls[1]
+            figures["trials_per_min_2"] = 60 * args.trials / walls[2]
+            figures["concurrency_speedup"] = walls[1] / walls[2]
         # 3. ASHA vs everything to max_t, same seeded random configs
         trials3 = args.trials * 2
         results = {}
-        for label, scheduler in (("asha", {"type": "asha", "grace_period": 1, "reduction_factor": 3}),
-                                 ("full", {"type": "none"})):
-            spec = space_dict(f"sched_{label}", trials3, 2, scheduler, 60, 10)
+        asha = {"type": "asha", "grace_period": args.grace_period, "reduction_factor": 3}
+        for label, scheduler in (("asha", asha), ("full", {"type": "none"})) \
+                if args.only in (None, "asha") else ():
+            spec = space_dict(f"sched_{label}", trials3, 2, scheduler, args.asha_max_steps,
+                              args.asha_val_every)
             wall, analysis, _ = run(root, spec)
             iterations = sum(int((t.last_result or {}).get("training_iteration", 0)) for t in analysis.trials)
             best = min((t.last_result or {}).get("objective", float("inf")) for t in analysis.trials)
             results[label] = {"wall_s": wall, "iterations": iterations, "best": best}
-        figures["asha_compute_fraction"] = results["asha"]["iterations"] / results["full"]["iterations"]
-        figures["asha_wall_fraction"] = results["asha"]["wall_s"] / results["full"]["wall_s"]
-        figures["asha_best"] = results["asha"]["best"]
-        figures["full_best"] = results["full"]["best"]
-        figures["asha_best_gap_pct"] = 100 * (results["asha"]["best"] / results["full"]["best"] - 1)
+        if results:
+            figures["asha_compute_fraction"] = results["asha"]["iterations"] / results["full"]["iterations"]
+            figures["asha_wall_fraction"] = results["asha"]["wall_s"] / results["full"]["wall_s"]
+            figures["asha_best"] = results["asha"]["best"]
+            figures["full_best"] = results["full"]["best"]
+            figures["asha_best_gap_pct"] = 100 * (results["asha"]["best"] / results["full"]["best"] - 1)
     ray.shutdown()
     print("\n== sweep benchmark ==")
-    print(f"trial start -> first step: {figures['start_to_first_step_s_reuse_True']:.2f} s with actor "
-          f"reuse, {figures['start_to_first_step_s_reuse_False']:.2f} s without")
-    print(f"{args.trials} trials: {figures['trials_per_min_1']:.2f}/min one at a time, "
-          f"{figures['trials_per_min_2']:.2f}/min two at a time: {figures['concurrency_speedup']:.2f}x "
-          "(goal >= 1.7x)")
-    print(f"ASHA ({args.trials * 2} trials): {figures['asha_compute_fraction']:.0%} of the compute of running all "
+    if "start_to_first_step_s_reuse_True" in figures:
+        print(f"trial start -> first step: {figures['start_to_first_step_s_reuse_True']:.2f} s with "
+              f"actor reuse, {figures['start_to_first_step_s_reuse_False']:.2f} s without")
+    if "concurrency_speedup" in figures:
+        print(f"{args.trials} trials: {figures['trials_per_min_1']:.2f}/min one at a time, "
+              f"{figures['trials_per_min_2']:.2f}/min two at a time: "
+              f"{figures['concurrency_speedup']:.2f}x (goal >= 1.7x)")
+    if "asha_best" not in figures:
+        return 0
+    print(f"ASHA ({args.trials * 2} trials, grace {args.grace_period}): {figures['asha_compute_fraction']:.0%} of the compute of running all "
           f"to max_t (goal <= 40%), {figures['asha_wall_fraction']:.0%} of the wall time; best "
           f"{figures['asha_best']:.4f} vs {figures['full_best']:.4f} ({figures['asha_best_gap_pct']:+.1f}%)")
     return 0

@@ -15,6 +15,8 @@ from typing import Any
 
 import pandas as pd
 
+from sweeps.tracking import trial_outcome
+
 METRICS = ["objective", "val/mel_distance", "val/stft_distance", "val/si_sdr", "val/kl_kbps",
            "val/active_units"]
 
@@ -37,10 +39,9 @@ def trial_table(experiment_dir: str, state: dict[str, Any]) -> tuple[pd.DataFram
     rows = []
     for trial in analysis.trials:
         last = trial.last_result or {}
-        errored = trial.status == "ERROR"
         progress = int(last.get(time_attr, 0) or 0)
-        outcome = "failed" if errored else ("completed" if progress >= max_t else
-                                            "pruned" if trial.status == "TERMINATED" else trial.status.lower())
+        outcome = trial_outcome(trial.status == "ERROR", progress, max_t) \
+            if trial.status in ("ERROR", "TERMINATED") else trial.status.lower()
         row = {"trial_id": trial.trial_id, "outcome": outcome,
                "iterations": int(last.get("training_iteration", 0) or 0),
                "step": int(last.get("step", 0) or 0)}
@@ -131,7 +132,7 @@ def plot_learning_curves(table: pd.DataFrame, histories: dict[str, pd.DataFrame]
     plt.close(fig)
 
 
-def build_report(paths: Any, out_dir: Path, tracking_uri: str | None = None) -> dict[str, Any]:
+def build_report(paths: Any, out_dir: Path) -> dict[str, Any]:
     """Write the report files for the sweep at ``paths`` (a sweeps.run.SweepPaths)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     state = load_state(paths.local_state_dir)

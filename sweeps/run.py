@@ -211,9 +211,9 @@ def run_sweep(space: Any, paths: SweepPaths, *, tracking_uri: str | None = None,
     outcomes = {}
     for result in results:
         trial_id = result.metrics.get("trial_id") if result.metrics else None
-        trial_id = trial_id or Path(result.path).name
+        trial_id = trial_id or Path(result.path).name.removeprefix("trial_")
         progress = int((result.metrics or {}).get(spec.scheduler.time_attr, 0))
-        outcome = "failed" if result.error else ("completed" if progress >= space.max_t else "pruned")
+        outcome = tracking.trial_outcome(bool(result.error), progress, space.max_t)
         outcomes[trial_id] = (outcome, repr(result.error)[-4900:] if result.error else None)
     counts = tracking.reconcile(client, experiment_id, parent_run_id, outcomes)
 
@@ -230,7 +230,7 @@ def run_sweep(space: Any, paths: SweepPaths, *, tracking_uri: str | None = None,
         from sweeps.report import build_report
 
         report_dir = state_dir / "report"
-        build_report(paths, report_dir, tracking_uri=tracking_uri)
+        build_report(paths, report_dir)
         client.log_artifacts(parent_run_id, str(report_dir), "report")
         summary["report"] = str(report_dir)
     client.set_terminated(parent_run_id, "FINISHED")

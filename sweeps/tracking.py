@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from ray import tune
 
@@ -88,13 +87,12 @@ def open_child_run(client: MlflowClient, experiment_id: str, parent_run_id: str,
     return run.info.run_id
 
 
-def trial_outcome(status: str, iterations: int, max_t: int, errored: bool) -> str | None:
-    """completed / pruned / failed for a finished Tune trial; None while it is not finished."""
-    if errored or status == "ERROR":
+def trial_outcome(errored: bool, progress: int, max_t: int) -> str:
+    """failed / completed / pruned for a trial that ended: one that stopped before the scheduler's
+    horizon without an error was stopped by ASHA."""
+    if errored:
         return "failed"
-    if status != "TERMINATED":
-        return None
-    return "completed" if iterations >= max_t else "pruned"
+    return "completed" if progress >= max_t else "pruned"
 
 
 def set_outcome(client: MlflowClient, run_id: str, outcome: str, reason: str | None = None) -> None:
@@ -119,7 +117,7 @@ class TrialRunStatusCallback(tune.Callback):
             run_id = open_child_run(client, self.experiment_id, self.parent_run_id, trial.trial_id,
                                     str(trial), client.get_run(self.parent_run_id).info.run_name)
         progress = int((trial.last_result or {}).get(self.time_attr, 0))
-        outcome = "failed" if errored else ("completed" if progress >= self.max_t else "pruned")
+        outcome = trial_outcome(errored, progress, self.max_t)
         set_outcome(client, run_id, outcome, error_text(trial) if errored else None)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -154,7 +152,3 @@ def reconcile(client: MlflowClient, experiment_id: str, parent_run_id: str,
             set_outcome(client, run.info.run_id, outcome, reason)
         counts[outcome] = counts.get(outcome, 0) + 1
     return counts
-
-
-def run_status(client: MlflowClient, run_id: str) -> str:
-    return RunStatus.to_string(RunStatus.from_string(client.get_run(run_id).info.status))

@@ -377,14 +377,6 @@ class FieldSpec:
     le: float | None = None
     lt: float | None = None
 
-    def check(self, value: Any) -> str | None:
-        """None if ``value`` is acceptable, else what was expected."""
-        try:
-            VAEConfig().override({self.path: value})
-        except ConfigError as exc:
-            return str(exc).split("\n", 1)[-1].strip()
-        return None
-
 
 def field_spec(path: str) -> FieldSpec:
     """The spec of a leaf at ``path``; ConfigError naming the first unknown part otherwise."""
