@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--grace-period", type=int, default=2, help="ASHA grace period (validations)")
+    parser.add_argument("--concurrency-steps", type=int, default=120, help="steps per trial")
     parser.add_argument("--asha-max-steps", type=int, default=90)
     parser.add_argument("--asha-val-every", type=int, default=5)
     parser.add_argument("--only", choices=["start", "concurrency", "asha"], help="run one part")
@@ -99,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         # 2. concurrency
         walls = {}
         for concurrent in (1, 2) if args.only in (None, "concurrency") else ():
-            spec = space_dict(f"conc_{concurrent}", args.trials, concurrent, {"type": "none"}, 30, 15)
+            spec = space_dict(f"conc_{concurrent}", args.trials, concurrent, {"type": "none"},
+                              args.concurrency_steps, args.concurrency_steps // 2)
             walls[concurrent], _, _ = run(root, spec)
         if walls:
             figures["trials_per_min_1"] = 60 * args.trials / walls[1]
