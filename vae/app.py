@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import math
 import os
 import shutil
@@ -266,7 +267,6 @@ class TrialInfo:
     metrics: dict[str, float]
     checkpoint: str | None  # the last checkpoint's path (on its filesystem)
     order: int = 0  # the searcher proposed it as its order-th trial (1-based; 0 unknown)
-    checkpoint_object: Any = field(default=None, repr=False, compare=False)  # ray.tune.Checkpoint
 
     @property
     def label(self) -> str:
@@ -275,42 +275,70 @@ class TrialInfo:
         return f"{self.trial_id} (objective {shown}, {self.status.lower()})"
 
 
+# The app reads a sweep's files directly, so that vae/ imports neither Ray nor the sweeps
+# package. The layout it relies on (local storage only): STORAGE/NAME/trial_<id>/ holds Tune's
+# params.json, result.json (one JSON result per line), error.txt when the trial failed and
+# checkpoint_NNNNNN/model.ckpt; the driver's state file sweep.json lies in STORAGE/NAME, or in
+# $SWEEP_STATE_DIR/NAME when that is set (see sweeps/run.py).
+SWEEP_STATE_FILE = "sweep.json"
+TRIAL_CHECKPOINT_FILE = "model.ckpt"
+
+
+def _local_storage(storage_path: str) -> Path:
+    if "://" in storage_path:
+        raise BundleError(f"{storage_path}: the app compares trials of sweeps on local or NFS "
+                          "storage only (sync an s3:// sweep down first)")
+    return Path(storage_path).expanduser().resolve()
+
+
+def _state_dir(storage: Path, name: str) -> Path:
+    override = os.environ.get("SWEEP_STATE_DIR")
+    return (Path(override).expanduser().resolve() if override else storage) / name
+
+
 def list_sweeps(storage_path: str) -> list[str]:
     """Names of the sweeps under ``storage_path`` that have driver state (sweep.json)."""
-    from sweeps.run import STATE_FILE, SweepPaths, resolve_storage
+    storage = _local_storage(storage_path)
+    if not storage.is_dir():
+        return []
+    return sorted(child.name for child in storage.iterdir()
+                  if child.is_dir() and (_state_dir(storage, child.name) / SWEEP_STATE_FILE).is_file())
 
-    storage = resolve_storage(storage_path)
-    candidates: set[str] = set()
-    for root in (Path(storage) if "://" not in storage else None,
-                 Path(os.environ["SWEEP_STATE_DIR"]).expanduser() if os.environ.get("SWEEP_STATE_DIR")
-                 else None):
-        if root is not None and root.is_dir():
-            candidates.update(child.name for child in root.iterdir() if child.is_dir())
-    return sorted(name for name in candidates
-                  if (SweepPaths(storage, name).local_state_dir / STATE_FILE).is_file())
+
+def _read_results(trial_dir: Path) -> list[dict[str, Any]]:
+    results_file = trial_dir / "result.json"
+    if not results_file.is_file():
+        return []
+    return [json.loads(line) for line in results_file.read_text().splitlines() if line.strip()]
+
+
+def _read_trial(trial_dir: Path) -> TrialInfo:
+    results = _read_results(trial_dir)
+    last = results[-1] if results else {}
+    params_file = trial_dir / "params.json"
+    config = json.loads(params_file.read_text()) if params_file.is_file() else {}
+    metrics = {k: float(v) for k, v in last.items()
+               if (k.startswith("val/") or k in ("objective", "step")) and isinstance(v, (int, float))}
+    checkpoints = sorted(p for p in trial_dir.glob("checkpoint_*") if (p / TRIAL_CHECKPOINT_FILE).is_file())
+    failed = (trial_dir / "error.txt").is_file() or (trial_dir / "error.pkl").is_file()
+    started = results[0].get("timestamp", 0) - results[0].get("time_total_s", 0) if results else 0
+    return TrialInfo(trial_id=last.get("trial_id") or trial_dir.name.removeprefix("trial_"),
+                     status="ERROR" if failed else ("TERMINATED" if results else "PENDING"),
+                     config=config, metrics=metrics,
+                     checkpoint=str(checkpoints[-1]) if checkpoints else None, order=int(started))
 
 
 def sweep_trials(storage_path: str, name: str) -> tuple[dict[str, Any], list[TrialInfo]]:
     """The sweep's state and its trials, best first (by the last reported objective)."""
-    from ray.tune import ExperimentAnalysis
-
-    from sweeps.report import load_state
-    from sweeps.run import SweepPaths, resolve_storage
-
-    paths = SweepPaths(resolve_storage(storage_path), name)
-    state = load_state(paths.local_state_dir)
-    analysis = ExperimentAnalysis(paths.experiment_dir)
-    trials = []
-    for trial in analysis.trials:
-        last = trial.last_result or {}
-        metrics = {k: float(v) for k, v in last.items()
-                   if (k.startswith("val/") or k in ("objective", "step"))
-                   and isinstance(v, (int, float))}
-        checkpoint = analysis.get_last_checkpoint(trial)
-        tag = str(getattr(trial, "experiment_tag", "") or "").split("_", 1)[0]
-        trials.append(TrialInfo(trial.trial_id, trial.status, dict(trial.config or {}), metrics,
-                                checkpoint.path if checkpoint is not None else None,
-                                int(tag) if tag.isdigit() else 0, checkpoint))
+    storage = _local_storage(storage_path)
+    state_file = _state_dir(storage, name) / SWEEP_STATE_FILE
+    if not state_file.is_file():
+        raise BundleError(f"{state_file}: no sweep named {name!r} here")
+    state = json.loads(state_file.read_text())
+    trials = [_read_trial(d) for d in sorted((storage / name).glob("trial_*")) if d.is_dir()]
+    # Proposal order: trials start in the order the searcher proposed them.
+    for rank, trial in enumerate(sorted((t for t in trials if t.order), key=lambda t: t.order), 1):
+        trial.order = rank
     sign = 1.0 if state.get("mode", "min") == "min" else -1.0
 
     def rank(t: TrialInfo) -> tuple[int, float]:
@@ -371,9 +399,6 @@ def seed_default_trial(trials: list[TrialInfo], state: dict[str, Any]) -> tuple[
 def trial_bundle(storage_path: str, name: str, trial: TrialInfo, cache_dir: str | Path) -> Path:
     """A bundle of ``trial``'s last checkpoint, built once into ``cache_dir`` (keyed by the
     checkpoint, so a newer checkpoint builds a new bundle)."""
-    from ray.tune import Checkpoint
-
-    from sweeps.trial import CHECKPOINT_FILE
     from vae.export import bundle_from_checkpoint
 
     if trial.checkpoint is None:
@@ -387,12 +412,10 @@ def trial_bundle(storage_path: str, name: str, trial: TrialInfo, cache_dir: str 
     try:
         provenance = {"sweep": name, "storage_path": storage_path, "trial_id": trial.trial_id,
                       "searched": trial.config}
-        checkpoint = trial.checkpoint_object or Checkpoint(trial.checkpoint)
-        with checkpoint.as_directory() as folder:
-            ckpt = Path(folder) / CHECKPOINT_FILE
-            if not ckpt.is_file():
-                raise BundleError(f"{trial.checkpoint}: checkpoint has no {CHECKPOINT_FILE}")
-            bundle_from_checkpoint(ckpt, staging / "bundle", dict(trial.metrics), provenance)
+        ckpt = Path(trial.checkpoint) / TRIAL_CHECKPOINT_FILE
+        if not ckpt.is_file():
+            raise BundleError(f"{trial.checkpoint}: checkpoint has no {TRIAL_CHECKPOINT_FILE}")
+        bundle_from_checkpoint(ckpt, staging / "bundle", dict(trial.metrics), provenance)
         target.parent.mkdir(parents=True, exist_ok=True)
         if not is_bundle(target):
             shutil.rmtree(target, ignore_errors=True)
