@@ -8,7 +8,6 @@ encodes the frame position, so a chunk tells exactly which file and offset it ca
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from pathlib import Path
 
