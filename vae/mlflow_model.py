@@ -20,8 +20,8 @@ import yaml
 BUNDLE_ARTIFACT = "bundle"
 
 
-warnings.filterwarnings("ignore", message=".*[Tt]ype hint.*", category=UserWarning,
-                        module="mlflow.pyfunc")
+# MLflow nudges towards typed predict signatures; this model takes plain arrays on purpose.
+warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*", category=UserWarning)
 
 
 class BundlePyfunc(mlflow.pyfunc.PythonModel):
