@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import threading
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,10 +17,6 @@ import torch
 import yaml
 
 BUNDLE_ARTIFACT = "bundle"
-
-
-# MLflow nudges towards typed predict signatures; this model takes plain arrays on purpose.
-warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*", category=UserWarning)
 
 
 class BundlePyfunc(mlflow.pyfunc.PythonModel):
