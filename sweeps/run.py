@@ -138,7 +138,7 @@ def run_sweep(space: Any, paths: SweepPaths, *, tracking_uri: str | None = None,
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from sweeps import tracking
-    from sweeps.search import make_searcher
+    from sweeps.search import fail_orphaned_trials, make_searcher
     from sweeps.trial import TrialContext, run_trial
     from vae.train import resolve_tracking_uri
 
@@ -216,11 +216,12 @@ def run_sweep(space: Any, paths: SweepPaths, *, tracking_uri: str | None = None,
         outcome = tracking.trial_outcome(bool(result.error), progress, space.max_t)
         outcomes[trial_id] = (outcome, repr(result.error)[-4900:] if result.error else None)
     counts = tracking.reconcile(client, experiment_id, parent_run_id, outcomes)
+    orphans = fail_orphaned_trials(f"sqlite:///{state_dir / OPTUNA_DB}", paths.name)
 
     summary: dict[str, Any] = {"sweep": paths.name, "experiment_dir": paths.experiment_dir,
                                "mlflow": {"tracking_uri": tracking_uri, "parent_run_id": parent_run_id},
                                "optuna_storage": f"sqlite:///{state_dir / OPTUNA_DB}",
-                               "trials": counts}
+                               "trials": counts, "optuna_orphans_failed": orphans}
     ok = [r for r in results if not r.error and r.metrics and "objective" in r.metrics]
     if ok:
         best = (min if spec.objective.mode == "min" else max)(ok, key=lambda r: r.metrics["objective"])

@@ -35,9 +35,25 @@ class PruneAwareOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self.max_t, self.time_attr = max_t, time_attr
 
+    def _already_finished(self, trial_id: str) -> bool:
+        """True when the study already holds a final state for this trial: after a driver crash
+        the restored searcher can be older than the study (it was told, then the driver died
+        before Tune saved its state), and the trial re-runs its last steps from a checkpoint."""
+        number = self._ot_trials[trial_id].number
+        frozen = self._ot_study.get_trials(deepcopy=False)[number]
+        return frozen.state.is_finished()
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._ot_trials and self._already_finished(trial_id):
+            return
+        super().on_trial_result(trial_id, result)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return super().on_trial_complete(trial_id, result, error)
+        if self._already_finished(trial_id):
+            self._completed_trials.add(trial_id)
+            return
         progress = int((result or {}).get(self.time_attr, 0))
         if error or not result or self.metric not in result:
             state, value = (TrialState.FAIL if error else TrialState.PRUNED), None
@@ -56,3 +72,13 @@ def make_searcher(space: SearchSpace, storage_url: str, study_name: str) -> Prun
         points_to_evaluate=space.optuna_points() or None, sampler=make_sampler(space),
         study_name=study_name, storage=storage, max_t=space.max_t,
         time_attr=space.spec.scheduler.time_attr)
+
+
+def fail_orphaned_trials(storage_url: str, study_name: str) -> int:
+    """Marks FAIL the study's trials still RUNNING once every Tune trial has ended: proposals a
+    killed driver made after Tune last saved its state, which no Tune trial will ever report."""
+    study = optuna.load_study(study_name=study_name, storage=storage_url)
+    orphans = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in orphans:
+        study.tell(trial.number, state=TrialState.FAIL)
+    return len(orphans)

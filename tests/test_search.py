@@ -1,0 +1,51 @@
+"""The Optuna searcher's bookkeeping across a driver crash (real Optuna, sqlite storage)."""
+
+import optuna
+import yaml
+
+from sweeps.search import fail_orphaned_trials, make_searcher
+from sweeps.space import load_space
+
+SPACE = {"name": "s", "base": {"overrides": {"trainer.max_steps": 20, "trainer.val_every_steps": 5}},
+         "params": {"loss.kl.weight": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True}}}
+
+
+def searcher_for(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(SPACE))
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    searcher = make_searcher(load_space(path), storage, "s")
+    searcher.set_search_properties("objective", "min", {})
+    return searcher, storage
+
+
+def test_pruned_failed_and_completed_states(tmp_path):
+    searcher, storage = searcher_for(tmp_path)
+    for trial_id in ("done", "stopped", "broken"):
+        assert searcher.suggest(trial_id) is not None
+        searcher.on_trial_result(trial_id, {"objective": 1.0, "training_iteration": 1})
+    searcher.on_trial_complete("done", {"objective": 0.5, "training_iteration": 4})
+    searcher.on_trial_complete("stopped", {"objective": 2.0, "training_iteration": 2})
+    searcher.on_trial_complete("broken", {"objective": 1.0, "training_iteration": 1}, error=True)
+    states = [t.state.name for t in optuna.load_study(study_name="s", storage=storage).trials]
+    assert states == ["COMPLETE", "PRUNED", "FAIL"]
+
+
+def test_a_trial_told_before_a_crash_is_not_told_again(tmp_path):
+    searcher, storage = searcher_for(tmp_path)
+    searcher.suggest("t1")
+    study = optuna.load_study(study_name="s", storage=storage)
+    study.tell(0, 0.7)  # the old driver told it, then died before Tune saved its state
+    searcher.on_trial_result("t1", {"objective": 0.7, "training_iteration": 4})  # re-run result
+    searcher.on_trial_complete("t1", {"objective": 0.7, "training_iteration": 4})
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] and study.trials[0].value == 0.7
+
+
+def test_orphaned_proposals_are_failed_at_the_end(tmp_path):
+    searcher, storage = searcher_for(tmp_path)
+    searcher.suggest("kept")
+    searcher.suggest("orphan")  # proposed, then the driver died: no Tune trial will report it
+    searcher.on_trial_complete("kept", {"objective": 0.3, "training_iteration": 4})
+    assert fail_orphaned_trials(storage, "s") == 1
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL"]
