@@ -1,4 +1,4 @@
-"""Sweep-platform figures on this machine: ``python sweeps/benchmark.py [--trials N]``
+"""Sweep-platform figures on this machine: ``sweep-benchmark [--trials N]``
 
 1. trial start → first training step, with and without actor reuse;
 2. 2 concurrent trials on 2 cores vs 1 at a time (goal: ≥ 1.7× trials per minute);
@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from sweeps.layout import OBJECTIVE, SweepPaths, ranked
+from vae.cli import common
 
 TINY = {
     "model.channels": 8, "model.channel_multipliers": [1, 2], "model.strides": [4, 8],
@@ -43,8 +45,9 @@ def space_dict(name: str, trials: int, concurrent: int, scheduler: dict[str, Any
 
 def run(root: Path, spec: dict[str, Any], reuse_actors: bool = True) -> tuple[float, Any, dict]:
     from ray import tune
+    from ray.tune import ExperimentAnalysis
 
-    from sweeps.run import SweepPaths, run_sweep
+    from sweeps.driver import run_sweep
     from sweeps.space import load_space
 
     starts: dict[str, float] = {}
@@ -61,10 +64,7 @@ def run(root: Path, spec: dict[str, Any], reuse_actors: bool = True) -> tuple[fl
     run_sweep(space, paths, tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
               reuse_actors=reuse_actors, report=False, extra_callbacks=[StartClock()])
     wall = time.perf_counter() - began
-    from ray.tune import ExperimentAnalysis
-
-    analysis = ExperimentAnalysis(paths.experiment_dir)
-    return wall, analysis, starts
+    return wall, ExperimentAnalysis(paths.experiment_dir), starts
 
 
 def start_latencies(analysis: Any, starts: dict[str, float]) -> list[float]:
@@ -76,56 +76,53 @@ def start_latencies(analysis: Any, starts: dict[str, float]) -> list[float]:
     return latencies
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--trials", type=int, default=6)
-    parser.add_argument("--grace-period", type=int, default=2, help="ASHA grace period (validations)")
-    parser.add_argument("--concurrency-steps", type=int, default=120, help="steps per trial")
-    parser.add_argument("--asha-max-steps", type=int, default=90)
-    parser.add_argument("--asha-val-every", type=int, default=5)
-    parser.add_argument("--only", choices=["start", "concurrency", "asha"], help="run one part")
-    args = parser.parse_args(argv)
-    import ray
+def start_figures(root: Path, args: argparse.Namespace) -> dict[str, float]:
+    """1. start latency, reuse vs fresh workers (one at a time, so trials run back to back)."""
+    figures = {}
+    for reuse in (True, False):
+        spec = space_dict(f"start_{reuse}", args.trials, 1, {"type": "none"}, 4, 4)
+        _, analysis, starts = run(root, spec, reuse_actors=reuse)
+        latencies = start_latencies(analysis, starts)[1:]  # the first trial starts a worker either way
+        figures[f"start_to_first_step_s_reuse_{reuse}"] = statistics.median(latencies)
+    return figures
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        figures: dict[str, Any] = {}
-        # 1. start latency, reuse vs fresh workers (one at a time, so trials run back to back)
-        for reuse in (True, False) if args.only in (None, "start") else ():
-            spec = space_dict(f"start_{reuse}", args.trials, 1, {"type": "none"}, 4, 4)
-            _, analysis, starts = run(root, spec, reuse_actors=reuse)
-            latencies = start_latencies(analysis, starts)[1:]  # the first trial starts a worker either way
-            figures[f"start_to_first_step_s_reuse_{reuse}"] = statistics.median(latencies)
-        # 2. concurrency
-        walls = {}
-        for concurrent in (1, 2) if args.only in (None, "concurrency") else ():
-            spec = space_dict(f"conc_{concurrent}", args.trials, concurrent, {"type": "none"},
-                              args.concurrency_steps, args.concurrency_steps // 2)
-            walls[concurrent], _, _ = run(root, spec)
-        if walls:
-            figures["trials_per_min_1"] = 60 * args.trials / walls[1]
-            figures["trials_per_min_2"] = 60 * args.trials / walls[2]
-            figures["concurrency_speedup"] = walls[1] / walls[2]
-        # 3. ASHA vs everything to max_t, same seeded random configs
-        trials3 = args.trials * 2
-        results = {}
-        asha = {"type": "asha", "grace_period": args.grace_period, "reduction_factor": 3}
-        for label, scheduler in (("asha", asha), ("full", {"type": "none"})) \
-                if args.only in (None, "asha") else ():
-            spec = space_dict(f"sched_{label}", trials3, 2, scheduler, args.asha_max_steps,
-                              args.asha_val_every)
-            wall, analysis, _ = run(root, spec)
-            iterations = sum(int((t.last_result or {}).get("training_iteration", 0)) for t in analysis.trials)
-            best = min((t.last_result or {}).get("objective", float("inf")) for t in analysis.trials)
-            results[label] = {"wall_s": wall, "iterations": iterations, "best": best}
-        if results:
-            figures["asha_compute_fraction"] = results["asha"]["iterations"] / results["full"]["iterations"]
-            figures["asha_wall_fraction"] = results["asha"]["wall_s"] / results["full"]["wall_s"]
-            figures["asha_best"] = results["asha"]["best"]
-            figures["full_best"] = results["full"]["best"]
-            figures["asha_best_gap_pct"] = 100 * (results["asha"]["best"] / results["full"]["best"] - 1)
-    ray.shutdown()
+
+def concurrency_figures(root: Path, args: argparse.Namespace) -> dict[str, float]:
+    """2. the same trials one and two at a time."""
+    walls = {}
+    for concurrent in (1, 2):
+        spec = space_dict(f"conc_{concurrent}", args.trials, concurrent, {"type": "none"},
+                          args.concurrency_steps, args.concurrency_steps // 2)
+        walls[concurrent], _, _ = run(root, spec)
+    return {"trials_per_min_1": 60 * args.trials / walls[1],
+            "trials_per_min_2": 60 * args.trials / walls[2],
+            "concurrency_speedup": walls[1] / walls[2]}
+
+
+def asha_figures(root: Path, args: argparse.Namespace) -> dict[str, float]:
+    """3. ASHA vs everything to max_t, same seeded random configs."""
+    results = {}
+    asha = {"type": "asha", "grace_period": args.grace_period, "reduction_factor": 3}
+    for label, scheduler in (("asha", asha), ("full", {"type": "none"})):
+        spec = space_dict(f"sched_{label}", args.trials * 2, 2, scheduler, args.asha_max_steps,
+                          args.asha_val_every)
+        wall, analysis, _ = run(root, spec)
+        iterations = sum(int((t.last_result or {}).get("training_iteration", 0)) for t in analysis.trials)
+        objectives = [(t.last_result or {}).get(OBJECTIVE) for t in analysis.trials]
+        best = ranked(objectives, spec["objective"]["mode"], lambda value: value)
+        results[label] = {"wall_s": wall, "iterations": iterations,
+                          "best": best[0] if best and best[0] is not None else float("inf")}
+    asha_best, full_best = results["asha"]["best"], results["full"]["best"]
+    return {"asha_compute_fraction": results["asha"]["iterations"] / results["full"]["iterations"],
+            "asha_wall_fraction": results["asha"]["wall_s"] / results["full"]["wall_s"],
+            "asha_best": asha_best, "full_best": full_best,
+            "asha_best_gap_pct": 100 * (asha_best / full_best - 1)}
+
+
+PARTS = {"start": start_figures, "concurrency": concurrency_figures, "asha": asha_figures}
+
+
+def print_figures(figures: dict[str, float], args: argparse.Namespace) -> None:
     print("\n== sweep benchmark ==")
     if "start_to_first_step_s_reuse_True" in figures:
         print(f"trial start -> first step: {figures['start_to_first_step_s_reuse_True']:.2f} s with "
@@ -134,13 +131,40 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.trials} trials: {figures['trials_per_min_1']:.2f}/min one at a time, "
               f"{figures['trials_per_min_2']:.2f}/min two at a time: "
               f"{figures['concurrency_speedup']:.2f}x (goal >= 1.7x)")
-    if "asha_best" not in figures:
-        return 0
-    print(f"ASHA ({args.trials * 2} trials, grace {args.grace_period}): {figures['asha_compute_fraction']:.0%} of the compute of running all "
-          f"to max_t (goal <= 40%), {figures['asha_wall_fraction']:.0%} of the wall time; best "
-          f"{figures['asha_best']:.4f} vs {figures['full_best']:.4f} ({figures['asha_best_gap_pct']:+.1f}%)")
+    if "asha_best" in figures:
+        print(f"ASHA ({args.trials * 2} trials, grace {args.grace_period}): "
+              f"{figures['asha_compute_fraction']:.0%} of the compute of running all to max_t "
+              f"(goal <= 40%), {figures['asha_wall_fraction']:.0%} of the wall time; best "
+              f"{figures['asha_best']:.4f} vs {figures['full_best']:.4f} "
+              f"({figures['asha_best_gap_pct']:+.1f}%)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = common.build_parser("sweep-benchmark", __doc__)
+    parser.add_argument("--trials", type=int, default=6)
+    parser.add_argument("--grace-period", type=int, default=2, help="ASHA grace period (validations)")
+    parser.add_argument("--concurrency-steps", type=int, default=120, help="steps per trial")
+    parser.add_argument("--asha-max-steps", type=int, default=90)
+    parser.add_argument("--asha-val-every", type=int, default=5)
+    parser.add_argument("--only", choices=list(PARTS), help="run one part")
+    return parser
+
+
+@common.exits_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    figures: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, part in PARTS.items():
+            if args.only in (None, name):
+                figures.update(part(Path(tmp), args))
+    ray.shutdown()
+    print_figures(figures, args)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    common.run(main)

@@ -1,42 +1,42 @@
-"""Export the best trial of a sweep: ``python sweeps/export.py SWEEP --out DIR [--register NAME]``
+"""Export the best trial of a sweep: ``sweep-export SWEEP -o DIR [--register NAME]``
 
 DIR gets the weights (safetensors, no pickle), the resolved config, the trial's metrics and its
-provenance (sweep, trial id, MLflow run id, checkpoint step); ``vae.export.load_bundle(DIR)``
+provenance (sweep, trial id, MLflow run id, checkpoint step); ``vae.inference.load_bundle(DIR)``
 loads it. ``--register NAME`` also registers it in MLflow with the alias ``champion``."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from sweeps.report import load_state
-from sweeps.run import DEFAULT_STORAGE, SweepPaths, resolve_storage
-from sweeps.trial import CHECKPOINT_FILE
+from sweeps.layout import (CHECKPOINT_FILE, OBJECTIVE, LayoutError, SweepPaths,
+                           add_storage_argument, load_state, objective_mode, ranked)
+from vae.cli import common
+from vae.metrics import VALIDATION_PREFIX
 
 CHAMPION_ALIAS = "champion"
+STATE_KEYS = ("tracking_uri", "experiment_id", "parent_run_id")
 
 
 def best_trial(paths: SweepPaths) -> tuple[Any, Any, dict[str, Any]]:
     """(analysis, trial, state) of the best non-failed trial by its last reported objective."""
     from ray.tune import ExperimentAnalysis
 
-    state = load_state(paths.local_state_dir)
+    state = load_state(paths.state_dir, required=STATE_KEYS)
     analysis = ExperimentAnalysis(paths.experiment_dir)
     candidates = [t for t in analysis.trials
-                  if t.status != "ERROR" and (t.last_result or {}).get("objective") is not None]
+                  if t.status != "ERROR" and (t.last_result or {}).get(OBJECTIVE) is not None]
     if not candidates:
         raise LookupError(f"{paths.experiment_dir}: no trial finished with an objective to rank by")
-    sign = 1 if state["mode"] == "min" else -1
-    best = min(candidates, key=lambda t: sign * t.last_result["objective"])
+    best = ranked(candidates, objective_mode(state), lambda t: t.last_result[OBJECTIVE])[0]
     return analysis, best, state
 
 
 def export_best(paths: SweepPaths, out_dir: str | Path, register: str | None = None) -> dict[str, Any]:
     from sweeps.tracking import client_for, find_child_run
-    from vae.export import bundle_from_checkpoint
+    from vae.inference.bundle import bundle_from_checkpoint
 
     analysis, trial, state = best_trial(paths)
     checkpoint = analysis.get_last_checkpoint(trial)
@@ -45,14 +45,14 @@ def export_best(paths: SweepPaths, out_dir: str | Path, register: str | None = N
     client = client_for(state["tracking_uri"])
     run_id = find_child_run(client, state["experiment_id"], state["parent_run_id"], trial.trial_id)
     metrics = {k: float(v) for k, v in trial.last_result.items()
-               if k.startswith("val/") or k == "objective"}
+               if k.startswith(VALIDATION_PREFIX) or k == OBJECTIVE}
     provenance = {"sweep": paths.name, "experiment_dir": paths.experiment_dir,
                   "trial_id": trial.trial_id, "mlflow_run_id": run_id,
                   "mlflow_tracking_uri": state["tracking_uri"], "searched": dict(trial.config)}
     with checkpoint.as_directory() as folder:
         out = bundle_from_checkpoint(Path(folder) / CHECKPOINT_FILE, out_dir, metrics, provenance)
     result: dict[str, Any] = {"bundle": str(Path(out).resolve()), "trial_id": trial.trial_id,
-                              "objective": metrics.get("objective"), "mlflow_run_id": run_id}
+                              "objective": metrics.get(OBJECTIVE), "mlflow_run_id": run_id}
     if register:
         result["registered"] = register_bundle(out, register, state["tracking_uri"], run_id)
     return result
@@ -62,7 +62,7 @@ def register_bundle(bundle_dir: Path, name: str, tracking_uri: str, run_id: str 
     """Log the bundle as an MLflow pyfunc model in the trial's run and point ``champion`` at it."""
     import mlflow
 
-    from vae.mlflow_model import log_bundle_model
+    from vae.inference.mlflow_model import log_bundle_model
 
     version = log_bundle_model(bundle_dir, registered_name=name, run_id=run_id, tracking_uri=tracking_uri)
     mlflow.MlflowClient(tracking_uri).set_registered_model_alias(name, CHAMPION_ALIAS, version)
@@ -70,22 +70,26 @@ def register_bundle(bundle_dir: Path, name: str, tracking_uri: str, run_id: str 
             "uri": f"models:/{name}@{CHAMPION_ALIAS}"}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python sweeps/export.py", description=__doc__.split("\n")[0])
-    parser.add_argument("sweep", help="sweep name (as given to run.py)")
-    parser.add_argument("--out", required=True, help="bundle folder to write")
-    parser.add_argument("--storage-path", default=DEFAULT_STORAGE)
+def build_parser() -> argparse.ArgumentParser:
+    parser = common.build_parser("sweep-export", __doc__)
+    parser.add_argument("sweep", help="sweep name (as given to sweep-run)")
+    common.add_out(parser, "bundle folder to write")
+    add_storage_argument(parser, "where the sweep's results are")
     parser.add_argument("--register", metavar="NAME", help="register in MLflow as NAME@champion")
-    args = parser.parse_args(argv)
-    paths = SweepPaths(resolve_storage(args.storage_path), args.sweep)
+    return parser
+
+
+@common.exits_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    paths = SweepPaths.resolve(args.storage_path, args.sweep)
     try:
         result = export_best(paths, args.out, args.register)
-    except (FileNotFoundError, LookupError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (LayoutError, LookupError) as exc:
+        return common.fail(str(exc))
     print(json.dumps(result, indent=2))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    common.run(main)

@@ -1,4 +1,4 @@
-"""Compare the trials of a sweep: ``python sweeps/report.py SWEEP [--storage-path P] [--out DIR]``
+"""Compare the trials of a sweep: ``sweep-report SWEEP [--storage-path P] [-o DIR]``
 
 Writes ``trials.csv`` and ``trials.md`` (sorted by the objective, with outcome and searched
 values), ``summary.json`` (outcome counts, compute spent vs running every trial to max_t,
@@ -9,24 +9,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from sweeps.layout import (OBJECTIVE, LayoutError, SweepPaths, add_storage_argument, load_state,
+                           objective_mode, ranked)
 from sweeps.tracking import trial_outcome
+from vae.cli import common
+from vae.metrics import METRICS as METRIC_TABLE
 
-METRICS = ["objective", "val/mel_distance", "val/stft_distance", "val/si_sdr", "val/kl_kbps",
-           "val/active_units"]
-
-
-def load_state(state_dir: Path) -> dict[str, Any]:
-    state_file = state_dir / "sweep.json"
-    if not state_file.is_file():
-        raise FileNotFoundError(f"{state_file}: no sweep state here (was the sweep started with "
-                                "sweeps/run.py, with the same --storage-path?)")
-    return json.loads(state_file.read_text())
+# The report's columns: the objective, then every metric of the table.
+METRICS = [OBJECTIVE, *(metric.key for metric in METRIC_TABLE.values())]
+STATE_KEYS = ("time_attr", "max_t", "study_name")
+RATE, DISTORTION = METRIC_TABLE["kl_kbps"].key, METRIC_TABLE["mel_distance"].key
 
 
 def trial_table(experiment_dir: str, state: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
@@ -48,11 +45,9 @@ def trial_table(experiment_dir: str, state: dict[str, Any]) -> tuple[pd.DataFram
         row.update({m: last.get(m) for m in METRICS})
         row.update({f"param:{k}": v for k, v in (trial.config or {}).items()})
         rows.append(row)
+    rows = ranked(rows, objective_mode(state), lambda row: row[OBJECTIVE])
     table = pd.DataFrame(rows)
-    if not table.empty:
-        table = table.sort_values("objective", ascending=state["mode"] == "min", na_position="last")
-    return table.reset_index(drop=True), {t.trial_id: histories.get(t.trial_id, pd.DataFrame())
-                                          for t in analysis.trials}
+    return table, {t.trial_id: histories.get(t.trial_id, pd.DataFrame()) for t in analysis.trials}
 
 
 def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
@@ -97,13 +92,13 @@ def plot_rate_distortion(table: pd.DataFrame, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for outcome, marker in (("completed", "o"), ("pruned", "x"), ("failed", "s")):
         subset = table[table.outcome == outcome]
-        ax.scatter(subset["val/kl_kbps"], subset["val/mel_distance"], marker=marker, label=outcome)
-    front = pareto_front(table[table.outcome != "failed"], "val/kl_kbps", "val/mel_distance")
+        ax.scatter(subset[RATE], subset[DISTORTION], marker=marker, label=outcome)
+    front = pareto_front(table[table.outcome != "failed"], RATE, DISTORTION)
     if not front.empty:
-        ax.step(front["val/kl_kbps"], front["val/mel_distance"], where="post", color="k",
+        ax.step(front[RATE], front[DISTORTION], where="post", color="k",
                 linewidth=1, label="Pareto front")
-    ax.set_xlabel("latent rate, val/kl_kbps")
-    ax.set_ylabel("val/mel_distance (lower is better)")
+    ax.set_xlabel(f"latent rate, {RATE}")
+    ax.set_ylabel(f"{DISTORTION} (lower is better)")
     ax.set_title("Rate–distortion of every trial")
     ax.legend()
     fig.tight_layout()
@@ -121,8 +116,8 @@ def plot_learning_curves(table: pd.DataFrame, histories: dict[str, pd.DataFrame]
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for trial_id in table["trial_id"].head(top):
         history = histories.get(trial_id)
-        if history is not None and not history.empty and "objective" in history:
-            ax.plot(history["step"], history["objective"], marker=".", label=trial_id)
+        if history is not None and not history.empty and OBJECTIVE in history:
+            ax.plot(history["step"], history[OBJECTIVE], marker=".", label=trial_id)
     ax.set_xlabel("generator step")
     ax.set_ylabel("objective")
     ax.set_title(f"Learning curves of the top {top} trials")
@@ -132,10 +127,10 @@ def plot_learning_curves(table: pd.DataFrame, histories: dict[str, pd.DataFrame]
     plt.close(fig)
 
 
-def build_report(paths: Any, out_dir: Path) -> dict[str, Any]:
-    """Write the report files for the sweep at ``paths`` (a sweeps.run.SweepPaths)."""
+def build_report(paths: SweepPaths, out_dir: Path) -> dict[str, Any]:
+    """Write the report files for the sweep at ``paths``."""
+    state = load_state(paths.state_dir, required=STATE_KEYS)
     out_dir.mkdir(parents=True, exist_ok=True)
-    state = load_state(paths.local_state_dir)
     table, histories = trial_table(paths.experiment_dir, state)
     table.to_csv(out_dir / "trials.csv", index=False)
     (out_dir / "trials.md").write_text(table.to_markdown(index=False, floatfmt=".4g"))
@@ -144,7 +139,7 @@ def build_report(paths: Any, out_dir: Path) -> dict[str, Any]:
         "trials": int(len(table)),
         "outcomes": {k: int(v) for k, v in table["outcome"].value_counts().items()},
         "compute": compute_spent(table, state),
-        "importance": importance(f"sqlite:///{paths.local_state_dir / 'optuna.db'}", state["study_name"]),
+        "importance": importance(paths.optuna_url, state["study_name"]),
         "best": table.iloc[0].dropna().to_dict() if len(table) else None,
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -153,33 +148,39 @@ def build_report(paths: Any, out_dir: Path) -> dict[str, Any]:
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    from sweeps.run import DEFAULT_STORAGE, SweepPaths, resolve_storage
-
-    parser = argparse.ArgumentParser(prog="python sweeps/report.py", description=__doc__.split("\n")[0])
-    parser.add_argument("sweep", help="sweep name (as given to run.py)")
-    parser.add_argument("--storage-path", default=DEFAULT_STORAGE)
-    parser.add_argument("--out", help="report folder (default: beside the sweep state)")
+def build_parser() -> argparse.ArgumentParser:
+    parser = common.build_parser("sweep-report", __doc__)
+    parser.add_argument("sweep", help="sweep name (as given to sweep-run)")
+    add_storage_argument(parser, "where the sweep's results are")
+    common.add_out(parser, "report folder (default: beside the sweep state)", required=False)
     parser.add_argument("--log-to-mlflow", action="store_true",
                         help="also log the report to the sweep's parent MLflow run")
-    args = parser.parse_args(argv)
-    paths = SweepPaths(resolve_storage(args.storage_path), args.sweep)
-    out = Path(args.out) if args.out else paths.local_state_dir / "report"
+    return parser
+
+
+@common.exits_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    paths = SweepPaths.resolve(args.storage_path, args.sweep)
+    out = Path(args.out) if args.out else paths.report_dir
     try:
         summary = build_report(paths, out)
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        if args.log_to_mlflow:
+            log_to_parent_run(paths, out)
+    except LayoutError as exc:
+        return common.fail(str(exc))
     print((out / "trials.md").read_text())
     print(json.dumps({k: summary[k] for k in ("outcomes", "compute", "importance")}, indent=2))
     print(f"report written to {out}")
-    if args.log_to_mlflow:
-        from sweeps.tracking import client_for
-
-        state = load_state(paths.local_state_dir)
-        client_for(state["tracking_uri"]).log_artifacts(state["parent_run_id"], str(out), "report")
     return 0
 
 
+def log_to_parent_run(paths: SweepPaths, out: Path) -> None:
+    from sweeps.tracking import client_for
+
+    state = load_state(paths.state_dir, required=("tracking_uri", "parent_run_id"))
+    client_for(state["tracking_uri"]).log_artifacts(state["parent_run_id"], str(out), "report")
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    common.run(main)

@@ -8,21 +8,20 @@ from __future__ import annotations
 
 import json
 import math
+import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from vae.config import ConfigError, VAEConfig, field_spec, load_config
+from sweeps.distributions import PARAM_KINDS, CategoricalParam, DefineByRun, ParamKind, optuna_choice
+from vae.config import ConfigError, VAEConfig, load_config
+from vae.config_fields import field_spec
+from vae.metrics import METRICS
 
-# Weight-independent validation metrics (vae/metrics.py) and the direction that is better.
-OBJECTIVE_METRICS = {
-    "val/mel_distance": "min",
-    "val/stft_distance": "min",
-    "val/si_sdr": "max",
-    "val/kl_kbps": "min",
-}
+# Weight-independent validation metrics (the one metric table) and the direction that is better.
+OBJECTIVE_METRICS = {metric.key: metric.direction for metric in METRICS.values()}
 
 
 class SpaceError(ValueError):
@@ -38,31 +37,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class FloatParam(_Strict):
-    type: Literal["float"]
-    low: float
-    high: float
-    log: bool = False
-    step: float | None = None
-    condition: dict[str, Any] | None = None
+def _param_union() -> Any:
+    """The ``params`` values: one of the kinds registered when this module is imported, picked by
+    their ``type``."""
+    for name, cls in PARAM_KINDS.items():
+        tag = typing.get_args(cls.model_fields["type"].annotation)
+        if tag != (name,):
+            raise TypeError(f"PARAM_KINDS[{name!r}] is {cls.__name__}, whose type is {tag}, not {name!r}")
+    return Annotated[Union[tuple(PARAM_KINDS.values())], Field(discriminator="type")]  # noqa: UP007
 
 
-class IntParam(_Strict):
-    type: Literal["int"]
-    low: int
-    high: int
-    log: bool = False
-    step: int = 1
-    condition: dict[str, Any] | None = None
-
-
-class CategoricalParam(_Strict):
-    type: Literal["categorical"]
-    choices: list[Any] = Field(min_length=1)
-    condition: dict[str, Any] | None = None
-
-
-Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
+Param = _param_union()
 
 
 class BaseSection(_Strict):
@@ -149,8 +134,7 @@ class SearchSpace:
     def json_params(self) -> tuple[str, ...]:
         """Categorical params with list/mapping choices: Optuna stores only scalars, so those
         choices travel as JSON strings and are decoded in the trial (``decode_sampled``)."""
-        return tuple(name for name, p in self.spec.params.items()
-                     if isinstance(p, CategoricalParam) and not all(map(_is_scalar, p.choices)))
+        return tuple(name for name, p in self.spec.params.items() if p.json_encoded)
 
     def optuna_points(self) -> list[dict[str, Any]]:
         """points_to_evaluate as Optuna sees them (JSON-encoded where needed)."""
@@ -159,44 +143,9 @@ class SearchSpace:
                 for point in self.spec.points_to_evaluate]
 
 
-def _is_scalar(value: Any) -> bool:
-    return value is None or isinstance(value, (bool, int, float, str))
-
-
-def optuna_choice(value: Any) -> Any:
-    return value if _is_scalar(value) else json.dumps(value, sort_keys=True)
-
-
 def decode_sampled(sampled: dict[str, Any], json_params: tuple[str, ...]) -> dict[str, Any]:
     return {k: (json.loads(v) if k in json_params and isinstance(v, str) else v)
             for k, v in sampled.items()}
-
-
-class DefineByRun:
-    """Optuna define-by-run space: params in file order, conditional ones only when their
-    condition holds (so TPE never models a value that had no effect). A class, not a closure,
-    because Ray pickles the searcher with plain pickle to resume it."""
-
-    def __init__(self, params: dict[str, Any]) -> None:
-        self.params = params
-
-    def __call__(self, trial: Any) -> None:
-        chosen: dict[str, Any] = {}
-        for path, param in self.params.items():
-            if param.condition and any(chosen.get(k, _MISSING) != optuna_choice(v)
-                                       for k, v in param.condition.items()):
-                continue
-            if isinstance(param, FloatParam):
-                chosen[path] = trial.suggest_float(path, param.low, param.high, log=param.log,
-                                                   step=param.step)
-            elif isinstance(param, IntParam):
-                chosen[path] = trial.suggest_int(path, param.low, param.high, log=param.log,
-                                                 step=param.step)
-            else:
-                chosen[path] = trial.suggest_categorical(path, [optuna_choice(c) for c in param.choices])
-
-
-_MISSING = object()
 
 
 def load_space(path: str | Path, overrides: dict[str, Any] | None = None) -> SearchSpace:
@@ -230,13 +179,14 @@ def load_space(path: str | Path, overrides: dict[str, Any] | None = None) -> Sea
 
 
 def _pydantic_problem(err: dict[str, Any]) -> str:
-    # Drop the union tag pydantic inserts ("params.x.float.low" → "params.x.low").
-    loc = [str(p) for p in err["loc"] if p not in ("float", "int", "categorical")]
+    loc = [str(p) for p in err["loc"]]
+    if loc[:1] == ["params"] and len(loc) > 2 and loc[2] in PARAM_KINDS:
+        del loc[2]  # the union tag pydantic inserts: "params.x.float.low" -> "params.x.low"
     key = ".".join(loc) or "<top level>"
     if err["type"] == "extra_forbidden":
         return f"{key}: unknown key"
     if err["type"] == "union_tag_invalid" or err["type"] == "union_tag_not_found":
-        return f"{key}: type must be one of float, int, categorical (got {err.get('input')!r})"
+        return f"{key}: type must be one of {', '.join(PARAM_KINDS)} (got {err.get('input')!r})"
     return f"{key}: {err['msg']} (got {err.get('input')!r})"
 
 
@@ -287,40 +237,17 @@ def _check_scheduler(spec: SpaceFile, config: VAEConfig, problems: list[str]) ->
                         f"val_every_steps={config.trainer.val_every_steps})")
 
 
-def _check_param(name: str, param: Any, spec: SpaceFile, base: VAEConfig,
+def _check_param(name: str, param: ParamKind, spec: SpaceFile, base: VAEConfig,
                  problems: list[str]) -> None:
     key = f"params.{name}"
     try:
-        field = field_spec(name)
+        field = field_spec(VAEConfig, name)
     except ConfigError as exc:
         problems.append(f"{key}: not a config key: {exc}")
         return
     if name in spec.base.overrides:
         problems.append(f"{key}: also set in base.overrides; a searched key must not be fixed there")
-    if isinstance(param, CategoricalParam):
-        if len(set(map(repr, param.choices))) != len(param.choices):
-            problems.append(f"{key}.choices: repeated choice in {param.choices}")
-        for choice in param.choices:
-            if (why := _rejects(base, name, choice)) is not None:
-                problems.append(f"{key}.choices: {choice!r} is not valid for the config: {why}")
-    else:
-        expected = "float" if isinstance(param, FloatParam) else "int"
-        if field.kind not in ("float", "int") or (expected == "float" and field.kind == "int"):
-            problems.append(f"{key}: a {expected} range on a {field.kind} config key "
-                            f"(use type: {'int' if field.kind == 'int' else 'categorical'})")
-            return
-        if not param.low < param.high:
-            problems.append(f"{key}: low ({param.low}) must be below high ({param.high})")
-        if param.log and param.low <= 0:
-            problems.append(f"{key}: log scale needs low > 0 (got {param.low})")
-        if param.log and (param.step not in (None, 1) if isinstance(param, IntParam) else param.step):
-            problems.append(f"{key}: step cannot be combined with log scale")
-        if param.step is not None and param.step <= 0:
-            problems.append(f"{key}.step: must be positive (got {param.step})")
-        for bound in ("low", "high"):
-            value = getattr(param, bound)
-            if (why := _rejects(base, name, value)) is not None:
-                problems.append(f"{key}.{bound}: {value!r} is outside what the config accepts: {why}")
+    problems.extend(param.check(key, field, lambda value: _rejects(base, name, value)))
     _check_condition(name, param, spec, problems)
 
 
@@ -358,9 +285,5 @@ def _check_points(spec: SpaceFile, problems: list[str]) -> None:
             param = spec.params.get(name)
             if param is None:
                 problems.append(f"{key}: not a searched param (known: {', '.join(spec.params)})")
-            elif isinstance(param, CategoricalParam):
-                if value not in param.choices:
-                    problems.append(f"{key}: {value!r} is not one of {param.choices}")
-            elif not isinstance(value, (int, float)) or isinstance(value, bool) \
-                    or not param.low <= value <= param.high:
-                problems.append(f"{key}: {value!r} is outside [{param.low}, {param.high}]")
+            elif (why := param.point_problem(value)) is not None:
+                problems.append(f"{key}: {why}")

@@ -8,12 +8,14 @@ also repairs what a killed driver left RUNNING."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from mlflow.tracking import MlflowClient
 from ray import tune
+
+from sweeps.layout import STATE_FILE, load_state, update_state
 
 TRIAL_TAG = "ray.trial_id"
 SWEEP_TAG = "sweep.name"
@@ -44,18 +46,26 @@ def default_artifact_location(tracking_uri: str) -> str | None:
     return None
 
 
+def reachable_tracking_uri(tracking_uri: str, driver_ip: str) -> str:
+    """A loopback MLflow server address as the trials on other nodes can reach it: the driver's
+    node IP in place of 127.0.0.1/localhost (the server must listen on that interface)."""
+    parts = urlsplit(tracking_uri)
+    if parts.scheme not in ("http", "https") or parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return tracking_uri
+    netloc = driver_ip + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def open_parent_run(client: MlflowClient, experiment_id: str, sweep_name: str,
-                    state_file: Path) -> str:
-    """Create the sweep's parent run, or reattach to the one recorded in ``state_file``."""
-    if state_file.is_file():
-        run_id = json.loads(state_file.read_text()).get("parent_run_id")
-        if run_id:
-            client.update_run(run_id, status="RUNNING")
-            return run_id
+                    state_dir: Path) -> str:
+    """Create the sweep's parent run, or reattach to the one recorded in the sweep's state."""
+    state_file = state_dir / STATE_FILE
+    run_id = load_state(state_dir).get("parent_run_id") if state_file.is_file() else None
+    if run_id:
+        client.update_run(run_id, status="RUNNING")
+        return run_id
     run = client.create_run(experiment_id, run_name=sweep_name, tags={SWEEP_TAG: sweep_name})
-    state_file.parent.mkdir(parents=True, exist_ok=True)
-    state_file.write_text(json.dumps({"parent_run_id": run.info.run_id,
-                                      "experiment_id": experiment_id}, indent=2))
+    update_state(state_dir, parent_run_id=run.info.run_id, experiment_id=experiment_id)
     return run.info.run_id
 
 

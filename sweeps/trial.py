@@ -1,5 +1,6 @@
-"""The Ray Tune function of one trial: sampled values → VAE config → the same ``vae.train.train``
-that ``python -m vae.train`` runs, reporting metrics and a checkpoint after every validation."""
+"""The Ray Tune function of one trial: sampled values → VAE config → the same
+``vae.training.train.train`` that ``vae-train`` runs, reporting metrics and a checkpoint after
+every validation."""
 
 from __future__ import annotations
 
@@ -17,12 +18,13 @@ import ray
 import torch
 from ray import tune
 
+from sweeps.layout import CHECKPOINT_FILE, OBJECTIVE
 from sweeps.space import decode_sampled
 from sweeps.tracking import client_for, open_child_run
 from vae.config import VAEConfig
-from vae.train import train
+from vae.metrics import METRICS, VALIDATION_PREFIX
+from vae.training.train import train
 
-CHECKPOINT_FILE = "model.ckpt"
 NODE_TAG = "ray.node_id"
 
 
@@ -47,7 +49,8 @@ def objective_value(metrics: dict[str, float], context: TrialContext) -> float:
     rate budget when there is one (distortion at a rate budget)."""
     value = metrics[context.objective_metric]
     if context.max_kbps is not None:
-        value += context.penalty_per_kbps * max(0.0, metrics["val/kl_kbps"] - context.max_kbps)
+        excess = metrics[METRICS["kl_kbps"].key] - context.max_kbps
+        value += context.penalty_per_kbps * max(0.0, excess)
     return value
 
 
@@ -67,14 +70,15 @@ class TuneReportCallback(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+                   if k.startswith(VALIDATION_PREFIX)}
         if not metrics:
             return
         metrics["step"] = trainer.global_step
         metrics["first_step_at"] = self.first_step_at or 0.0
         objective = objective_value(metrics, self.context)
         # A NaN objective would poison the searcher; report it as +inf-like failure instead.
-        metrics["objective"] = objective if math.isfinite(objective) else float("inf")
+        metrics[OBJECTIVE] = objective if math.isfinite(objective) else float("inf")
         with tempfile.TemporaryDirectory() as folder:
             trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-APP = REPO / "vae" / "app.py"
+LAUNCHER = "sweeps.app.cli"  # vae-app: `streamlit run sweeps/app/page.py` plus the args given
 TITLE = "Audio VAE listening room"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -87,9 +87,10 @@ def _stop(process: subprocess.Popen) -> None:
 @contextlib.contextmanager
 def serve_app(env: dict[str, str] | None = None, timeout: float = 120.0,
               log_path: Path | None = None) -> Iterator[str]:
-    """``streamlit run vae/app.py`` on 127.0.0.1 at a free port; yields its URL once healthy."""
+    """The app served by its launcher (vae-app) on 127.0.0.1 at a free port; yields its URL once
+    healthy."""
     port = free_port()
-    command = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", "127.0.0.1",
+    command = [sys.executable, "-m", LAUNCHER, "--server.address", "127.0.0.1",
                "--server.port", str(port), "--server.headless", "true",
                "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115

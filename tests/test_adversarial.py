@@ -8,13 +8,16 @@ import pytest
 import torch
 from torch import nn
 
-from vae.config import DISCRIMINATOR_NAMES, AdversarialConfig
+from vae.config import AdversarialConfig
+from vae.discriminators.registry import DISCRIMINATORS
 from vae.losses.adversarial import (
     AdversarialLoss,
     discriminator_loss,
     feature_matching_loss,
     generator_adversarial_loss,
 )
+
+DISCRIMINATOR_NAMES = tuple(DISCRIMINATORS)
 
 BATCH, AUDIO_CHANNELS, LENGTH = 2, 2, 4096
 

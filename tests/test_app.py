@@ -1,6 +1,6 @@
 """The Streamlit app: its functions, the page under Streamlit's AppTest (bundle, upload, bad input,
-registered model, A/B across the trials of a real sweep), and the real page served by
-``streamlit run`` and captured in headless Chromium (tests/screenshot_app.py)."""
+registered model, A/B across the trials of a real sweep), the ``vae-app`` launcher, and the real
+page served by ``streamlit run`` and captured in headless Chromium (tests/screenshot_app.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import io
 import math
 import os
 import struct
+import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +21,17 @@ import yaml
 
 from tests.conftest import MICRO
 from tests.test_inference import make_bundle, register_bundle, tone
-from vae import app
-from vae.export import load_bundle, load_checkpoint_model
+from sweeps.app import clips, plots
+from sweeps.app.cli import PAGE
+from sweeps.app.models import discover_bundles
+from sweeps.app.trials import seed_default_trial, trial_bundle
+from sweeps.layout import CHECKPOINT_FILE, SweepPaths, list_sweeps, sweep_trials
+from vae.inference import load_bundle, load_checkpoint_model
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-APP = Path(app.__file__)
+APP = PAGE
 SR = 44100
 RUN_TIMEOUT = 180
 
@@ -58,26 +65,26 @@ def shown(value: float) -> str:
 
 def test_edit_latent_scales_and_offsets_only_the_chosen_channels():
     latent = torch.randn(6, 50)
-    edited = app.edit_latent(latent, [1, 4], scale=-2.0, offset=0.5)
+    edited = clips.edit_latent(latent, [1, 4], scale=-2.0, offset=0.5)
     torch.testing.assert_close(edited[[1, 4]], latent[[1, 4]] * -2.0 + 0.5)
     torch.testing.assert_close(edited[[0, 2, 3, 5]], latent[[0, 2, 3, 5]])
-    assert torch.equal(app.edit_latent(latent, [], 5.0, 5.0), latent)
+    assert torch.equal(clips.edit_latent(latent, [], 5.0, 5.0), latent)
 
 
 def test_interpolation_endpoints_and_prior_samples():
     a, b = torch.randn(4, 30), torch.randn(4, 40)
-    torch.testing.assert_close(app.interpolate_latents(a, b, 0.0), a)
-    torch.testing.assert_close(app.interpolate_latents(a, b, 1.0), b[:, :30])
-    torch.testing.assert_close(app.interpolate_latents(a, b, 0.25), 0.75 * a + 0.25 * b[:, :30])
-    draw = app.sample_prior(8, 4000, temperature=0.5, seed=3)
-    assert draw.shape == (8, 4000) and torch.equal(draw, app.sample_prior(8, 4000, 0.5, 3))
+    torch.testing.assert_close(clips.interpolate_latents(a, b, 0.0), a)
+    torch.testing.assert_close(clips.interpolate_latents(a, b, 1.0), b[:, :30])
+    torch.testing.assert_close(clips.interpolate_latents(a, b, 0.25), 0.75 * a + 0.25 * b[:, :30])
+    draw = clips.sample_prior(8, 4000, temperature=0.5, seed=3)
+    assert draw.shape == (8, 4000) and torch.equal(draw, clips.sample_prior(8, 4000, 0.5, 3))
     assert float(draw.std()) == pytest.approx(0.5, rel=0.05)
-    assert not torch.equal(draw, app.sample_prior(8, 4000, 0.5, 4))
+    assert not torch.equal(draw, clips.sample_prior(8, 4000, 0.5, 4))
 
 
 def test_wav_bytes_keep_the_level_for_fair_ab_listening():
     quiet = torch.full((2, 1000), 0.05)
-    data, rate = sf.read(io.BytesIO(app.wav_bytes(quiet, SR)), dtype="float32")
+    data, rate = sf.read(io.BytesIO(clips.wav_bytes(quiet, SR)), dtype="float32")
     assert rate == SR and data.shape == (1000, 2)
     assert float(np.abs(data).max()) == pytest.approx(0.05, abs=1e-4)  # not normalised to full scale
 
@@ -88,17 +95,35 @@ def test_discover_bundles_finds_complete_bundles_only(bundle_dir, tmp_path):
     shutil.copytree(bundle_dir, tmp_path / "runs" / "a" / "bundle")
     (tmp_path / "runs" / "b").mkdir(parents=True)
     (tmp_path / "runs" / "b" / "config.yaml").write_text("model: {}")  # no weights: not a bundle
-    assert app.discover_bundles([tmp_path / "runs", tmp_path / "missing"]) == \
+    assert discover_bundles([tmp_path / "runs", tmp_path / "missing"]) == \
         [(tmp_path / "runs" / "a" / "bundle").resolve()]
 
 
 def test_comparison_png_is_an_image_with_one_column_per_clip():
-    clips = {"original": torch.randn(2, SR) * 0.1, "reconstruction": torch.randn(2, SR) * 0.1}
-    png = app.comparison_png(clips, SR)
+    pair = {"original": torch.randn(2, SR) * 0.1, "reconstruction": torch.randn(2, SR) * 0.1}
+    png = plots.comparison_png(pair, SR)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", png[16:24])
-    wider = app.comparison_png({**clips, "third": torch.zeros(2, SR)}, SR)
+    wider = plots.comparison_png({**pair, "third": torch.zeros(2, SR)}, SR)
     assert height > 200 and struct.unpack(">II", wider[16:24])[0] > width * 1.3
+
+
+# ---- the vae-app launcher -------------------------------------------------------------------------
+
+def test_launcher_help_says_what_it_passes_on():
+    done = subprocess.run([sys.executable, "-m", "sweeps.app.cli", "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "STREAMLIT_ARGS" in done.stdout and "SWEEP_STORAGE" in done.stdout
+
+
+def test_launcher_serves_the_page_with_the_streamlit_args_given(bundle_dir, tmp_path):
+    from tests.screenshot_app import serve_app
+
+    env = {"VAE_APP_MODEL": str(bundle_dir), "SWEEP_STORAGE": str(tmp_path / "none")}
+    with serve_app(env, log_path=tmp_path / "streamlit.log") as url:  # --server.port etc. passed on
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=10) as reply:
+            assert reply.read().strip() == b"ok"
 
 
 # ---- the page under AppTest -----------------------------------------------------------------------
@@ -110,8 +135,8 @@ def test_page_reconstructs_the_example_clip(page, bundle_dir):
     assert [t.label for t in at.tabs] == ["Reconstruct", "Latent controls", "A/B sweep trials"]
     # the metrics shown are the scoring of the same clip through the same model
     bundle = load_bundle(bundle_dir)
-    clip = app.load_clip(app.Clip(app.EXAMPLE), bundle, at.slider(key="example_seconds").value)
-    expected = app.run_model(bundle, clip).metrics
+    clip = clips.load_clip(clips.Clip(clips.EXAMPLE), bundle, at.slider(key="example_seconds").value)
+    expected = clips.run_model(bundle, clip).metrics
     assert metric_values(at) == {k: shown(expected[k]) for k in
                                  ("mel_distance", "stft_distance", "si_sdr", "kl_kbps")}
     assert len(at.get("audio")) >= 5  # original, reconstruction, edited, interpolated, prior
@@ -129,8 +154,8 @@ def test_page_reconstructs_an_uploaded_file(page, bundle_dir):
     caption = " ".join(c.value for c in at.caption)
     assert "song.flac" in caption and "0.60 s at 44100 Hz" in caption
     bundle = load_bundle(bundle_dir)
-    audio = app.load_clip(app.Clip("song.flac", buffer.getvalue()), bundle, 10.0)
-    expected = app.run_model(bundle, audio).metrics
+    audio = clips.load_clip(clips.Clip("song.flac", buffer.getvalue()), bundle, 10.0)
+    expected = clips.run_model(bundle, audio).metrics
     assert metric_values(at)["mel_distance"] == shown(expected["mel_distance"])
     assert metric_values(at)["si_sdr"] == shown(expected["si_sdr"])
 
@@ -190,7 +215,7 @@ def sweep(tmp_path_factory):
     """A real two-trial sweep (Ray Tune, Optuna, MLflow sqlite): the seeded default first."""
     import ray
 
-    from sweeps.run import SweepPaths, run_sweep
+    from sweeps.driver import run_sweep
     from sweeps.space import load_space
 
     root = tmp_path_factory.mktemp("ab_sweep")
@@ -217,25 +242,23 @@ def sweep(tmp_path_factory):
 
 @pytest.mark.slow
 def test_sweep_trials_best_first_seed_default_and_cached_bundles(sweep, tmp_path):
-    assert app.list_sweeps(sweep["storage"]) == ["ab"]
-    state, trials = app.sweep_trials(sweep["storage"], "ab")
+    assert list_sweeps(sweep["storage"]) == ["ab"]
+    state, trials = sweep_trials(SweepPaths(sweep["storage"], "ab"))
     assert len(trials) == 2 and all(t.checkpoint for t in trials)
     objectives = [t.metrics["objective"] for t in trials]
     assert objectives == sorted(objectives)  # best first (mode min)
-    seed, why = app.seed_default_trial(trials, state)
+    seed, why = seed_default_trial(trials, state)
     assert seed.config["optim.lr"] == SEED_LR and seed.order == 1 and "seeded point" in why
 
-    folder = app.trial_bundle(sweep["storage"], "ab", seed, tmp_path)
+    folder = trial_bundle(sweep["storage"], "ab", seed, tmp_path)
     bundle = load_bundle(folder)
-    from sweeps.trial import CHECKPOINT_FILE
-
     model, _, _ = load_checkpoint_model(Path(seed.checkpoint) / CHECKPOINT_FILE)
     for key, value in model.state_dict().items():
         assert torch.equal(bundle.model.state_dict()[key], value), key
     assert bundle.provenance["trial_id"] == seed.trial_id
     assert bundle.metrics["objective"] == seed.metrics["objective"]
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
-    assert app.trial_bundle(sweep["storage"], "ab", seed, tmp_path) == folder  # cached, not rebuilt
+    assert trial_bundle(sweep["storage"], "ab", seed, tmp_path) == folder  # cached, not rebuilt
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
 
 
@@ -244,9 +267,9 @@ def test_page_ab_compares_two_trials_on_the_same_clip(page, sweep):
     at = page.run()
     at.text_input(key="sweep_storage").set_value(sweep["storage"]).run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    state, trials = app.sweep_trials(sweep["storage"], "ab")
+    state, trials = sweep_trials(SweepPaths(sweep["storage"], "ab"))
     best = trials[0]
-    seed, _ = app.seed_default_trial(trials, state)
+    seed, _ = seed_default_trial(trials, state)
     assert at.selectbox(key="sweep").value == "ab"
     table = at.table[0].value
     assert list(table.columns) == [f"A: {best.trial_id}", f"B: {seed.trial_id}"]

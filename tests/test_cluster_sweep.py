@@ -32,7 +32,6 @@ Optuna trial COMPLETE.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -50,8 +49,8 @@ from ray._common.utils import reset_ray_address
 from ray.cluster_utils import Cluster
 from ray.tune import ExperimentAnalysis
 
-from sweeps.run import reachable_tracking_uri
-from sweeps.tracking import OUTCOME_TAG, TRIAL_TAG, client_for
+from sweeps.layout import CHECKPOINT_DIR_GLOB, STATE_DIR_ENV, SweepPaths, load_state, trial_dirname
+from sweeps.tracking import OUTCOME_TAG, TRIAL_TAG, client_for, reachable_tracking_uri
 from sweeps.trial import NODE_TAG
 from tests.conftest import MICRO
 
@@ -168,8 +167,8 @@ def sweep_command(root: Path, address: str, tracking_uri: str) -> list[str]:
 
 def checkpoint_indices(root: Path, trial_id: str) -> list[int]:
     """Checkpoints Tune has persisted to the shared storage for a trial (at most num_to_keep)."""
-    trial_dir = root / "shared" / NAME / f"trial_{trial_id}"
-    return sorted(int(p.name.rsplit("_", 1)[1]) for p in trial_dir.glob("checkpoint_*"))
+    trial_dir = root / "shared" / NAME / trial_dirname(trial_id)
+    return sorted(int(p.name.rsplit("_", 1)[1]) for p in trial_dir.glob(CHECKPOINT_DIR_GLOB))
 
 
 def test_node_loss_mid_sweep_retries_the_trial_from_its_checkpoint(tmp_path, cluster,
@@ -180,7 +179,7 @@ def test_node_loss_mid_sweep_retries_the_trial_from_its_checkpoint(tmp_path, clu
     first_workers = {node.node_id: node for node in cluster.worker_nodes}
     log_path = tmp_path / "driver.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("SWEEP_STATE_DIR", None)  # driver-side state beside the results, where it is read
+    env.pop(STATE_DIR_ENV, None)  # driver-side state beside the results, where it is read
     with open(log_path, "w") as log:
         driver = subprocess.Popen(sweep_command(tmp_path, cluster.address, mlflow_server),
                                   cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
@@ -279,8 +278,7 @@ def test_node_loss_mid_sweep_retries_the_trial_from_its_checkpoint(tmp_path, clu
     assert steps == list(range(VAL_EVERY, MAX_STEPS + 1, VAL_EVERY))  # no gap across the restart
 
     # --- Optuna saw every trial complete
-    state = json.loads((tmp_path / "shared" / NAME / "sweep.json").read_text())
-    assert state["parent_run_id"] == parents[0].info.run_id
-    study = optuna.load_study(study_name=NAME,
-                              storage=f"sqlite:///{tmp_path / 'shared' / NAME / 'optuna.db'}")
+    paths = SweepPaths(str(tmp_path / "shared"), NAME)
+    assert load_state(paths.state_dir)["parent_run_id"] == parents[0].info.run_id
+    study = optuna.load_study(study_name=NAME, storage=paths.optuna_url)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * NUM_SAMPLES

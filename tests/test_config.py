@@ -1,7 +1,8 @@
 import pytest
 import yaml
 
-from vae.config import ConfigError, VAEConfig, field_spec, load_config
+from vae.config import ConfigError, VAEConfig, load_config
+from vae.config_fields import field_spec
 
 
 def test_defaults_validate_and_round_trip_through_yaml(tmp_path):
@@ -70,17 +71,29 @@ def test_override_accepts_a_mapping_of_dotted_paths():
 
 
 def test_field_spec_describes_leaves_and_rejects_typos():
-    spec = field_spec("loss.kl.weight")
+    spec = field_spec(VAEConfig, "loss.kl.weight")
     assert spec.kind == "float" and spec.ge == 0
-    assert field_spec("adversarial.loss_type").choices == ("hinge", "least_squares")
-    assert field_spec("trainer.max_steps").kind == "int"
-    assert field_spec("adversarial.enabled").kind == "bool"
+    assert field_spec(VAEConfig, "adversarial.loss_type").choices == ("hinge", "least_squares")
+    assert field_spec(VAEConfig, "trainer.max_steps").kind == "int"
+    assert field_spec(VAEConfig, "adversarial.enabled").kind == "bool"
     with pytest.raises(ConfigError, match="no key 'wieght' under loss.kl"):
-        field_spec("loss.kl.wieght")
+        field_spec(VAEConfig, "loss.kl.wieght")
     with pytest.raises(ConfigError, match="is a section"):
-        field_spec("loss.kl")
+        field_spec(VAEConfig, "loss.kl")
     with pytest.raises(ConfigError, match="is a value, not a section"):
-        field_spec("loss.kl.weight.x")
+        field_spec(VAEConfig, "loss.kl.weight.x")
+
+
+def test_registered_names_are_the_choices_search_spaces_see():
+    from vae.data.registry import DATA_SOURCES
+    from vae.discriminators.registry import DISCRIMINATORS
+
+    names = field_spec(VAEConfig, "adversarial.discriminators")
+    assert names.kind == "list" and names.choices == tuple(DISCRIMINATORS)
+    assert field_spec(VAEConfig, "data.source").choices == tuple(DATA_SOURCES)
+    assert field_spec(VAEConfig, "adversarial.mpd.periods").kind == "list"  # sections mounted
+    with pytest.raises(ConfigError, match=r"adversarial.discriminators.1: Input should be 'msd', 'mpd'"):
+        VAEConfig().override({"adversarial.discriminators": ["mpd", "hifigan"]})
 
 
 def test_flat_view_has_one_dotted_key_per_leaf():

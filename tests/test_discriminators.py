@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+import typing
 
 import pytest
 import torch
 
-from vae.config import DISCRIMINATOR_NAMES, AdversarialConfig
-from vae.discriminators import (
-    DISCRIMINATOR_BUILDERS,
-    MultiBandDiscriminator,
-    MultiPeriodDiscriminator,
-    MultiScaleDiscriminator,
-    MultiScaleSTFTDiscriminator,
-    build_discriminators,
-)
+from vae.config import AdversarialConfig
 from vae.discriminators.base import complex_spectrogram, grouped_conv_groups
-from vae.discriminators.multiband import band_bin_ranges
+from vae.discriminators.mpd import MPDConfig, MultiPeriodDiscriminator
+from vae.discriminators.msd import MSDConfig, MultiScaleDiscriminator
+from vae.discriminators.msstft import MSSTFTConfig, MultiScaleSTFTDiscriminator
+from vae.discriminators.multiband import MultiBandDiscriminator, MultibandConfig, band_bin_ranges
+from vae.discriminators.registry import DISCRIMINATORS, build_discriminator
+from vae.losses.adversarial import build_discriminators
+
+DISCRIMINATOR_NAMES = tuple(DISCRIMINATORS)
 
 BATCH, AUDIO_CHANNELS, LENGTH = 2, 2, 8192
 SMALL = 4  # first-layer width for fast tests
@@ -27,6 +29,22 @@ SMALL = 4  # first-layer width for fast tests
 def waveform() -> torch.Tensor:
     torch.manual_seed(0)
     return torch.randn(BATCH, AUDIO_CHANNELS, LENGTH)
+
+
+def make_msd(scales: int, channels: int = SMALL, audio_channels: int = AUDIO_CHANNELS):
+    return MultiScaleDiscriminator(MSDConfig(scales=scales), channels, audio_channels)
+
+
+def make_mpd(periods, channels: int = SMALL, audio_channels: int = AUDIO_CHANNELS):
+    return MultiPeriodDiscriminator(MPDConfig(periods=periods), channels, audio_channels)
+
+
+def make_msstft(fft_sizes, channels: int = SMALL, audio_channels: int = AUDIO_CHANNELS):
+    return MultiScaleSTFTDiscriminator(MSSTFTConfig(fft_sizes=fft_sizes), channels, audio_channels)
+
+
+def make_multiband(fft_sizes, bands, channels: int = SMALL, audio_channels: int = AUDIO_CHANNELS):
+    return MultiBandDiscriminator(MultibandConfig(fft_sizes=fft_sizes, bands=bands), channels, audio_channels)
 
 
 def n_params(module: torch.nn.Module) -> int:
@@ -56,7 +74,7 @@ def assert_gradient_reaches_input(discriminator: torch.nn.Module, waveform: torc
 
 @pytest.mark.parametrize("scales", [1, 3])
 def test_msd_one_logit_per_scale_each_on_a_halved_waveform(waveform, scales):
-    msd = MultiScaleDiscriminator(scales=scales, channels=SMALL, audio_channels=AUDIO_CHANNELS)
+    msd = make_msd(scales)
     logits, features = msd(waveform)
     assert len(logits) == len(features) == scales
     for index, logit in enumerate(logits):
@@ -66,7 +84,7 @@ def test_msd_one_logit_per_scale_each_on_a_halved_waveform(waveform, scales):
 
 
 def test_msd_gradients_reach_input(waveform):
-    assert_gradient_reaches_input(MultiScaleDiscriminator(2, SMALL, AUDIO_CHANNELS), waveform)
+    assert_gradient_reaches_input(make_msd(2), waveform)
 
 
 def test_grouped_convs_have_valid_groups_for_any_width():
@@ -81,7 +99,7 @@ def test_grouped_convs_have_valid_groups_for_any_width():
 
 @pytest.mark.parametrize("periods", [[2, 3, 5, 7, 11], [4, 9]])
 def test_mpd_one_logit_per_period_with_period_columns(waveform, periods):
-    mpd = MultiPeriodDiscriminator(periods, channels=SMALL, audio_channels=AUDIO_CHANNELS)
+    mpd = make_mpd(periods)
     logits, features = mpd(waveform)
     assert len(logits) == len(features) == len(periods)
     for period, logit, maps in zip(periods, logits, features):
@@ -93,7 +111,7 @@ def test_mpd_one_logit_per_period_with_period_columns(waveform, periods):
 
 
 def test_mpd_gradients_reach_input(waveform):
-    assert_gradient_reaches_input(MultiPeriodDiscriminator([3, 5], SMALL, AUDIO_CHANNELS), waveform)
+    assert_gradient_reaches_input(make_mpd([3, 5]), waveform)
 
 
 # ---- multi-scale STFT (Encodec) ---------------------------------------------------------------
@@ -101,7 +119,7 @@ def test_mpd_gradients_reach_input(waveform):
 
 @pytest.mark.parametrize("fft_sizes", [[512, 256, 128], [1024]])
 def test_msstft_one_logit_per_fft_size(waveform, fft_sizes):
-    msstft = MultiScaleSTFTDiscriminator(fft_sizes, channels=SMALL, audio_channels=AUDIO_CHANNELS)
+    msstft = make_msstft(fft_sizes)
     logits, features = msstft(waveform)
     assert len(logits) == len(features) == len(fft_sizes)
     for fft_size, logit in zip(fft_sizes, logits):
@@ -110,7 +128,7 @@ def test_msstft_one_logit_per_fft_size(waveform, fft_sizes):
 
 
 def test_msstft_gradients_reach_input(waveform):
-    assert_gradient_reaches_input(MultiScaleSTFTDiscriminator([256, 128], SMALL, AUDIO_CHANNELS),
+    assert_gradient_reaches_input(make_msstft([256, 128]),
                                   waveform)
 
 
@@ -122,7 +140,7 @@ DAC_BANDS = [(0.0, 0.1), (0.1, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0)]
 @pytest.mark.parametrize("bands", [DAC_BANDS, [(0.0, 0.5), (0.5, 1.0)]])
 @pytest.mark.parametrize("fft_sizes", [[256, 128], [512]])
 def test_multiband_logit_joins_the_bands_along_frequency(waveform, fft_sizes, bands):
-    multiband = MultiBandDiscriminator(fft_sizes, bands, channels=SMALL, audio_channels=AUDIO_CHANNELS)
+    multiband = make_multiband(fft_sizes, bands)
     logits, features = multiband(waveform)
     assert len(logits) == len(features) == len(fft_sizes)
     for fft_size, logit, maps, sub in zip(fft_sizes, logits, features, multiband.sub_discriminators):
@@ -142,14 +160,14 @@ def test_band_bin_ranges_cover_the_spectrum_and_are_never_empty():
 
 def test_multiband_gradients_reach_input(waveform):
     assert_gradient_reaches_input(
-        MultiBandDiscriminator([256], [(0.0, 0.3), (0.3, 1.0)], SMALL, AUDIO_CHANNELS), waveform)
+        make_multiband([256], [(0.0, 0.3), (0.3, 1.0)]), waveform)
 
 
 def test_multiband_bands_change_outputs(waveform):
     torch.manual_seed(1)
-    two = MultiBandDiscriminator([256], [(0.0, 0.5), (0.5, 1.0)], SMALL, AUDIO_CHANNELS)
+    two = make_multiband([256], [(0.0, 0.5), (0.5, 1.0)])
     torch.manual_seed(1)
-    shifted = MultiBandDiscriminator([256], [(0.0, 0.25), (0.25, 1.0)], SMALL, AUDIO_CHANNELS)
+    shifted = make_multiband([256], [(0.0, 0.25), (0.25, 1.0)])
     # same weights (same seed, same structure), different band edges → different logits
     assert n_params(two) == n_params(shifted)
     assert not torch.allclose(two(waveform)[0][0], shifted(waveform)[0][0])
@@ -174,15 +192,15 @@ def test_complex_spectrogram_stacks_real_and_imag_per_channel_in_fp32():
 
 
 def test_stft_discriminators_run_under_autocast(waveform):
-    for discriminator in (MultiScaleSTFTDiscriminator([256], SMALL, AUDIO_CHANNELS),
-                          MultiBandDiscriminator([256], [(0.0, 0.5), (0.5, 1.0)], SMALL, AUDIO_CHANNELS)):
+    for discriminator in (make_msstft([256]),
+                          make_multiband([256], [(0.0, 0.5), (0.5, 1.0)])):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             logits, _ = discriminator(waveform.bfloat16())
         assert all(torch.isfinite(l.float()).all() for l in logits)
 
 
 def test_wrong_channel_count_is_a_clear_error():
-    mpd = MultiPeriodDiscriminator([2], SMALL, audio_channels=2)
+    mpd = make_mpd([2], audio_channels=2)
     with pytest.raises(ValueError, match=r"\[batch, 2, time\]"):
         mpd(torch.randn(1, 1, 4096))
 
@@ -199,13 +217,13 @@ def test_mono_discriminators_take_mono_audio():
 
 def test_invalid_sub_configs_are_rejected():
     with pytest.raises(ValueError, match="periods"):
-        MultiPeriodDiscriminator([2, 0])
+        MPDConfig(periods=[2, 0])
     with pytest.raises(ValueError, match="fft_sizes"):
-        MultiScaleSTFTDiscriminator([])
+        MSSTFTConfig(fft_sizes=[])
     with pytest.raises(ValueError, match="scales"):
-        MultiScaleDiscriminator(0)
+        MSDConfig(scales=0)
     with pytest.raises(ValueError, match="band"):
-        MultiBandDiscriminator([128], [(0.5, 0.2)])
+        MultibandConfig(fft_sizes=[128], bands=[(0.5, 0.2)])
 
 
 # ---- build_discriminators and the config keys -------------------------------------------------
@@ -218,13 +236,25 @@ def small_config(**overrides) -> AdversarialConfig:
     return AdversarialConfig(**base)
 
 
-def test_every_config_name_has_a_builder():
-    assert set(DISCRIMINATOR_BUILDERS) == set(DISCRIMINATOR_NAMES)
+def test_the_config_accepts_exactly_the_registered_names_and_mounts_their_sections():
+    choices = typing.get_args(typing.get_args(AdversarialConfig.model_fields["discriminators"].annotation)[0])
+    assert choices == DISCRIMINATOR_NAMES
+    for name, cls in DISCRIMINATORS.items():
+        assert AdversarialConfig.model_fields[name].annotation is cls.config_section
+    with pytest.raises(ValueError, match="'msd', 'mpd', 'msstft' or 'multiband'"):
+        AdversarialConfig(discriminators=["mpd", "hifi"])
+
+
+def test_an_unknown_name_or_a_wrong_section_is_an_error():
+    with pytest.raises(ValueError, match="unknown discriminator 'hifi'; known: msd, mpd"):
+        build_discriminator("hifi", MPDConfig(), SMALL, AUDIO_CHANNELS)
+    with pytest.raises(TypeError, match="takes a MPDConfig, got MSDConfig"):
+        build_discriminator("mpd", MSDConfig(), SMALL, AUDIO_CHANNELS)
 
 
 @pytest.mark.parametrize("names", [["mpd", "msstft"], ["multiband"], ["msstft", "msd", "mpd", "multiband"]])
 def test_build_discriminators_builds_exactly_the_listed_ones_in_order(names):
-    discriminators = build_discriminators(small_config(discriminators=names))
+    discriminators = build_discriminators(small_config(discriminators=names), AUDIO_CHANNELS)
     assert list(discriminators) == names
 
 
@@ -232,7 +262,7 @@ def test_sub_configs_reach_the_discriminators():
     config = small_config(discriminators=list(DISCRIMINATOR_NAMES), msd={"scales": 4},
                           mpd={"periods": [3, 7, 13]}, msstft={"fft_sizes": [512]},
                           multiband={"fft_sizes": [512, 256, 64], "bands": [(0.0, 0.5), (0.5, 1.0)]})
-    built = build_discriminators(config)
+    built = build_discriminators(config, AUDIO_CHANNELS)
     assert len(built["msd"]) == 4
     assert [sub.period for sub in built["mpd"].sub_discriminators] == [3, 7, 13]
     assert [sub.fft_size for sub in built["msstft"].sub_discriminators] == [512]
@@ -242,8 +272,64 @@ def test_sub_configs_reach_the_discriminators():
 
 @pytest.mark.parametrize("name", DISCRIMINATOR_NAMES)
 def test_channels_sets_the_width(name):
-    narrow = build_discriminators(small_config(discriminators=[name], channels=2))[name]
-    wide = build_discriminators(small_config(discriminators=[name], channels=8))[name]
+    narrow = build_discriminators(small_config(discriminators=[name], channels=2), AUDIO_CHANNELS)[name]
+    wide = build_discriminators(small_config(discriminators=[name], channels=8), AUDIO_CHANNELS)[name]
     assert n_params(wide) > n_params(narrow)
     first_conv = next(m for m in wide.modules() if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d)))
     assert first_conv.out_channels == 8
+
+
+# ---- adding a discriminator: one file + one registry line, nothing else -------------------------
+
+TOY_DISCRIMINATOR = """
+import torch
+from pydantic import Field
+
+from vae.config_base import Section
+from vae.discriminators.base import Discriminator, LeakyConvStack, SubDiscriminator, wn_conv1d
+from vae.discriminators.registry import DISCRIMINATORS
+
+
+class ToyConfig(Section):
+    kernel: int = Field(5, ge=1)
+
+
+class ToyDiscriminator(Discriminator):
+    config_section = ToyConfig
+
+    def __init__(self, config: ToyConfig, channels: int, audio_channels: int) -> None:
+        conv = wn_conv1d(audio_channels, channels, config.kernel, padding=config.kernel // 2)
+        super().__init__([SubDiscriminator(LeakyConvStack([conv]), wn_conv1d(channels, 1, 1))],
+                         audio_channels)
+
+
+DISCRIMINATORS["toy"] = ToyDiscriminator  # the registry line; the schema is read after it
+
+from vae.config import ConfigError, VAEConfig
+from vae.config_fields import field_spec
+from vae.losses.adversarial import AdversarialLoss
+
+config = VAEConfig().override({"adversarial.discriminators": ["toy", "mpd"],
+                               "adversarial.toy.kernel": 3, "adversarial.channels": 4})
+loss = AdversarialLoss(config.adversarial, config.model.audio_channels)
+toy = loss.discriminators["toy"]
+assert list(loss.discriminators) == ["toy", "mpd"]
+assert toy.sub_discriminators[0].hidden.convs[0].kernel_size == (3,)
+logits, features = toy(torch.randn(1, 2, 256))
+assert logits[0].shape == (1, 1, 256)
+assert "toy" in field_spec(VAEConfig, "adversarial.discriminators").choices
+try:
+    VAEConfig().override({"adversarial.toy.kernel": 0})
+except ConfigError as exc:
+    assert "adversarial.toy.kernel" in str(exc)
+else:
+    raise AssertionError("the toy section is not validated")
+print("toy discriminator ok")
+"""
+
+
+def test_a_discriminator_added_to_the_registry_is_configurable_and_buildable():
+    # A fresh interpreter: the registry line runs before the schema is read, as it would in a file.
+    proc = subprocess.run([sys.executable, "-c", TOY_DISCRIMINATOR], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and "toy discriminator ok" in proc.stdout, proc.stderr

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from vae.config import VAEConfig
-from vae.module import AudioVAEModule
-from vae.train import build_mlflow_logger, resolve_accelerator, resolve_tracking_uri
+from vae.training.module import AudioVAEModule
+from vae.training.mlflow import build_mlflow_logger, resolve_tracking_uri
+from vae.training.train import resolve_accelerator
 
 VAE = Path(__file__).resolve().parents[1] / "vae"
 SOURCES = "\n".join(p.read_text() for p in VAE.rglob("*.py") if p.name != "config.py")

@@ -207,3 +207,88 @@ def test_list_valued_choices_travel_through_optuna_as_json(tmp_path):
         if "adversarial.discriminators" in values:
             loaded.base_config.override(values)  # the decoded value is what the schema accepts
             assert values["adversarial.discriminators"] in (["mpd", "msstft"], ["msd"])
+
+
+# ---- distribution kinds: one class + one registry line; a forgotten method is an error ----------
+
+TOY_KIND = """
+import sys
+from typing import Literal
+
+import optuna
+import yaml
+
+from sweeps.distributions import PARAM_KINDS, ParamKind
+
+
+class PowerOfTwo(ParamKind):
+    type: Literal["pow2"]
+    low_exponent: int
+    high_exponent: int
+
+    def check(self, key, field, rejects):
+        return [] if field.kind == "int" else [f"{key}: pow2 needs an int key"]
+
+    def suggest(self, trial, name):
+        return 2 ** trial.suggest_int(name + ".exponent", self.low_exponent, self.high_exponent)
+
+    def point_problem(self, value):
+        return None if value in (2 ** e for e in range(self.low_exponent, self.high_exponent + 1)) \\
+            else f"{value!r} is not a power of two in range"
+
+
+PARAM_KINDS["pow2"] = PowerOfTwo  # the registry line; the space schema is read after it
+
+from sweeps.space import SpaceError, load_space
+
+path = sys.argv[1]
+space = {"name": "t", "scheduler": {"type": "none"}, "params": {
+    "data.batch_size": {"type": "pow2", "low_exponent": 1, "high_exponent": 3}}}
+open(path, "w").write(yaml.safe_dump(space))
+loaded = load_space(path)
+study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+values = []
+study.optimize(lambda t: values.append(loaded.define_by_run()(t) or t.number) or 0.0, n_trials=6)
+assert {t.params["data.batch_size.exponent"] for t in study.trials} <= {1, 2, 3}
+space["params"]["loss.kl.weight"] = {"type": "pow2", "low_exponent": 1, "high_exponent": 3}
+open(path, "w").write(yaml.safe_dump(space))
+try:
+    load_space(path)
+except SpaceError as exc:
+    assert "params.loss.kl.weight: pow2 needs an int key" in str(exc), str(exc)
+else:
+    raise AssertionError("the new kind's check did not run")
+print("toy kind ok")
+"""
+
+
+def test_a_kind_added_to_the_registry_is_validated_and_sampled(tmp_path):
+    # A fresh interpreter: the registry line runs before the space schema is read.
+    proc = subprocess.run([sys.executable, "-c", TOY_KIND, str(tmp_path / "space.yaml")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "toy kind ok" in proc.stdout, proc.stderr
+
+
+def test_a_kind_that_forgets_a_method_cannot_be_used():
+    from typing import Literal
+
+    from sweeps.distributions import ParamKind
+
+    class NoSampler(ParamKind):
+        type: Literal["nosampler"]
+
+        def check(self, key, field, rejects):
+            return []
+
+        def point_problem(self, value):
+            return None
+
+    with pytest.raises(TypeError, match="abstract method.*suggest"):
+        NoSampler.model_validate({"type": "nosampler"})
+
+
+def test_objective_metrics_are_the_metric_table():
+    from sweeps.space import OBJECTIVE_METRICS
+    from vae.metrics import METRICS
+
+    assert OBJECTIVE_METRICS == {m.key: m.direction for m in METRICS.values()}

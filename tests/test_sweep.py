@@ -17,13 +17,14 @@ import ray
 import torch
 import yaml
 
+from sweeps.driver import run_sweep
 from sweeps.export import export_best
+from sweeps.layout import SweepPaths
 from sweeps.report import build_report
-from sweeps.run import SweepPaths, run_sweep
 from sweeps.space import load_space
 from sweeps.tracking import OUTCOME_TAG, TRIAL_TAG, child_runs, client_for
 from tests.conftest import MICRO
-from vae.export import load_bundle
+from vae.inference import load_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -148,7 +149,7 @@ def test_export_loads_and_reconstructs(sweep, tmp_path):
         out = bundle.model(audio).reconstruction
     assert out.shape == audio.shape and torch.isfinite(out).all()
     # the registered champion loads through MLflow and reconstructs the same way
-    from vae.mlflow_model import tracking_uri_set_to
+    from vae.inference.mlflow_model import tracking_uri_set_to
 
     with tracking_uri_set_to(sweep["tracking_uri"]):
         model = mlflow.pyfunc.load_model("models:/e2e-vae@champion")

@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader
 from tests.conftest import MICRO
 from vae.config import VAEConfig
 from vae.data.synthetic import render_chunk
-from vae.module import AudioVAEModule, NonFiniteLossError
-from vae.train import build_trainer, train
+from vae.training.module import AudioVAEModule, NonFiniteLossError
+from vae.training.train import build_trainer, train
 
 SR = 44100
 
@@ -144,7 +144,7 @@ def test_non_finite_loss_stops_training(tmp_path):
 def test_cli_training_run_lands_in_mlflow_with_metrics_audio_and_checkpoint(tmp_path):
     overrides = [f"{k}={v}".replace(" ", "") for k, v in MICRO.items()] + [
         "trainer.max_steps=6", "trainer.val_every_steps=3", "tracking.experiment=cli"]
-    proc = subprocess.run([sys.executable, "-m", "vae.train", *overrides], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "vae.cli.train", *overrides], cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -165,7 +165,7 @@ def test_cli_training_run_lands_in_mlflow_with_metrics_audio_and_checkpoint(tmp_
 
 
 def test_config_error_on_the_command_line_exits_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "vae.train", "loss.kl.wieght=1"], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "vae.cli.train", "loss.kl.wieght=1"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "loss.kl.wieght: unknown key" in proc.stderr
     assert not (tmp_path / "mlflow.db").exists()

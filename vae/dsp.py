@@ -61,12 +61,14 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0
     return _mel_filterbank_cpu(sample_rate, n_fft, n_mels, float(f_min), float(f_max)).to(device)
 
 
-def stft(signal: torch.Tensor, n_fft: int, hop_length: int | None = None) -> torch.Tensor:
-    """Complex STFT of [..., T] with a Hann window of n_fft and hop n_fft / 4 by default, in fp32."""
+def stft(signal: torch.Tensor, n_fft: int, hop_length: int | None = None,
+         dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Complex STFT of [..., T] with a Hann window of n_fft and hop n_fft / 4 by default, computed
+    in ``dtype`` (fp32 unless asked: fp16/bf16 FFTs lose too much)."""
     hop_length = hop_length or max(n_fft // 4, 1)
     shape = signal.shape
-    flat = signal.reshape(-1, shape[-1]).float()
-    window = torch.hann_window(n_fft, device=signal.device, dtype=torch.float32)
+    flat = signal.reshape(-1, shape[-1]).to(dtype)
+    window = torch.hann_window(n_fft, device=signal.device, dtype=dtype)
     spec = torch.stft(flat, n_fft, hop_length=hop_length, window=window, center=True,
                       pad_mode="reflect", return_complex=True)
     return spec.reshape(*shape[:-1], *spec.shape[-2:])

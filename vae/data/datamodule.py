@@ -1,4 +1,4 @@
-"""The Lightning data module: synthetic or MUSDB chunks, picked by ``data.source``.
+"""The Lightning data module: chunks from the source named by ``data.source`` (vae/data/registry.py).
 
 Training items are indexed by draw keys handed out by :class:`EpochKeySampler`: epoch e uses keys
 ``e*N .. e*N+N-1`` (N = ``train_chunks_per_epoch``) in a seeded order. The datasets turn a key into
@@ -17,14 +17,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vae.config import VAEConfig
-from vae.data.musdb import (
-    MusdbTrainChunks,
-    MusdbValidationChunks,
-    list_tracks,
-    plan_validation_chunks,
-    prepare_wav_root,
-)
-from vae.data.synthetic import SyntheticMusicDataset
+from vae.data.registry import build_source
+from vae.data.source import ChunkFormat, DataSource
 
 
 class EpochKeySampler(Sampler[int]):
@@ -70,11 +64,11 @@ class AudioDataModule(pl.LightningDataModule):
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
         self.train_sampler = EpochKeySampler(config.data.train_chunks_per_epoch, config.data.seed)
+        self.source = source_for(config)
 
     def prepare_data(self) -> None:
-        # Lightning calls this once per machine: the place to convert .stem.mp4 to the wav cache.
-        if self.config.data.source == "musdb":
-            prepare_wav_root(self.config.data.root, self.config.data.format, self.config.data.cache_dir)
+        # Lightning calls this once per machine: the place for caches (e.g. .stem.mp4 -> wav).
+        self.source.prepare()
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_dataset is None:
@@ -104,25 +98,16 @@ class AudioDataModule(pl.LightningDataModule):
         )
 
     def _build(self, split: str) -> Dataset:
-        data, model = self.config.data, self.config.model
+        data = self.config.data
         count = data.train_chunks_per_epoch if split == "train" else data.val_chunks
-        if data.source == "synthetic":
-            return SyntheticMusicDataset(
-                count, seed=data.synthetic.seed, split=split, num_samples=self.chunk_samples,
-                sample_rate=model.sample_rate, channels=model.audio_channels, sources=data.sources,
-            )
-        root = prepare_wav_root(data.root, data.format, data.cache_dir)
-        tracks = list_tracks(
-            root, split, data.sources, sample_rate=model.sample_rate,
-            channels=model.audio_channels, min_frames=self.chunk_samples,
-        )
-        if split == "train":
-            return MusdbTrainChunks(
-                tracks, data.sources, num_items=count, frames=self.chunk_samples,
-                channels=model.audio_channels, seed=data.seed,
-            )
-        chunks = plan_validation_chunks(tracks, data.sources, self.chunk_samples, count, data.seed)
-        return MusdbValidationChunks(tracks, chunks, frames=self.chunk_samples, channels=model.audio_channels)
+        return self.source.dataset(split, count)
+
+
+def source_for(config: VAEConfig) -> DataSource:
+    """The source named by ``data.source``, shaping chunks as the model wants them."""
+    model = config.model
+    return build_source(config.data, ChunkFormat(frames=chunk_samples(config), sample_rate=model.sample_rate,
+                                                 channels=model.audio_channels))
 
 
 def build_datamodule(config: VAEConfig) -> AudioDataModule:

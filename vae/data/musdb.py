@@ -11,6 +11,9 @@ Sources: every chunk is drawn from ONE source of ``data.sources``, picked at ran
 Randomness is a function of (``data.seed``, draw key), never of worker or process, so a run is
 reproducible whatever ``num_workers`` is.
 
+``musdb`` and ``stempeg`` are imported where used: ``import musdb`` fails without ffmpeg on PATH,
+and the config schema imports this package's registry.
+
 Listing costs one ffprobe per file (musdb reads each file's metadata): ~15-70 ms per file, so
 several seconds for the 500 files of MUSDB18-HQ's train subset, once per data module setup.
 """
@@ -23,16 +26,16 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import musdb
 import numpy as np
 import soundfile as sf
-import stempeg
-import torch
-from torch.utils.data import Dataset
 
-Split = Literal["train", "valid"]
+from vae.data.settings import STEM_NAMES
+from vae.data.source import Split
+
+if TYPE_CHECKING:
+    import musdb
 STEM_SUFFIX = ".stem.mp4"
 TRAIN_STREAM, VALID_STREAM = 0, 1  # keep training draws and the validation plan independent
 
@@ -169,13 +172,15 @@ def list_tracks(
     if not tracks:
         raise DatasetError(
             f"no usable tracks for split {split!r} in {root / 'train'} (expected the MUSDB18-HQ "
-            f"layout train/<track>/{{mixture,drums,bass,other,vocals}}.wav with musdb's "
+            f"layout train/<track>/{{{','.join(STEM_NAMES)}}}.wav with musdb's "
             f"{'validation' if split == 'valid' else 'training'} track names, each at least one chunk long)"
         )
     return tracks
 
 
 def _musdb_db(root: Path, split: Split | None, is_wav: bool) -> musdb.DB:
+    import musdb
+
     try:
         return musdb.DB(root=str(root), is_wav=is_wav, subsets="train", split=split)
     except Exception as exc:  # musdb runs ffprobe on every file; a bad one surfaces here unnamed
@@ -193,6 +198,8 @@ def _first_unreadable_file(folder: Path, pattern: str) -> tuple[Path, str] | Non
             except Exception as exc:
                 return path, str(exc)
         else:
+            import stempeg
+
             try:
                 stempeg.Info(str(path))
             except Exception as exc:
@@ -271,56 +278,3 @@ def plan_validation_chunks(
         rng = np.random.default_rng([seed, VALID_STREAM, i])
         chunks.append(draw_chunk(rng, tracks, sources, frames, track=int(order[i % len(order)])))
     return chunks
-
-
-class _ChunkReader(Dataset):
-    def __init__(self, tracks: Sequence[TrackFiles], frames: int, channels: int) -> None:
-        self.tracks = list(tracks)
-        self.frames = frames
-        self.channels = channels
-
-    def read(self, ref: ChunkRef) -> torch.Tensor:
-        path = self.tracks[ref.track].files[ref.source]
-        return torch.from_numpy(read_chunk(path, ref.start, self.frames, self.channels))
-
-
-class MusdbTrainChunks(_ChunkReader):
-    """Random chunks: key k -> a random track, source and offset drawn from an RNG seeded (seed, k).
-
-    ``len`` is the number of chunks per epoch; the training sampler hands out new keys every epoch.
-    """
-
-    def __init__(
-        self, tracks: Sequence[TrackFiles], sources: Sequence[str], *, num_items: int, frames: int,
-        channels: int, seed: int,
-    ) -> None:
-        super().__init__(tracks, frames, channels)
-        self.sources = tuple(sources)
-        self.num_items = num_items
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return self.num_items
-
-    def chunk_ref(self, key: int) -> ChunkRef:
-        rng = np.random.default_rng([self.seed, TRAIN_STREAM, key])
-        return draw_chunk(rng, self.tracks, self.sources, self.frames)
-
-    def __getitem__(self, key: int) -> torch.Tensor:
-        return self.read(self.chunk_ref(int(key)))
-
-
-class MusdbValidationChunks(_ChunkReader):
-    """The fixed validation chunks of :func:`plan_validation_chunks`, in order."""
-
-    def __init__(
-        self, tracks: Sequence[TrackFiles], chunks: Sequence[ChunkRef], *, frames: int, channels: int
-    ) -> None:
-        super().__init__(tracks, frames, channels)
-        self.chunks = list(chunks)
-
-    def __len__(self) -> int:
-        return len(self.chunks)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.read(self.chunks[index])

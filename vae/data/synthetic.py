@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
+
+from vae.data.settings import STEM_NAMES
 
 SPLIT_IDS = {"train": 0, "valid": 1}
-LAYERS = ("drums", "bass", "other", "vocals")
+MIXTURE, LAYERS = STEM_NAMES[0], STEM_NAMES[1:]  # the mixture is the sum of the other stems
 SCALES = {
     "major": (0, 2, 4, 5, 7, 9, 11),
     "minor": (0, 2, 3, 5, 7, 8, 10),
@@ -83,7 +83,7 @@ def render_chunk(
     peak = rng.uniform(*PEAK_RANGE)
 
     out = np.zeros((channels, num_samples), dtype=np.float32)
-    layers = LAYERS if source == "mixture" else (source,)
+    layers = LAYERS if source == MIXTURE else (source,)
     for name, stream in zip(LAYERS, streams[1:]):
         if name in layers:
             _LAYER_RENDERERS[name](out, song, np.random.default_rng(stream))
@@ -91,45 +91,6 @@ def render_chunk(
     if level > 1e-8:  # a stem can be silent (a vocal rest); leave silence as silence
         out *= peak / level
     return out, source
-
-
-class SyntheticMusicDataset(Dataset):
-    """Chunks of synthetic music indexed by a draw key; ``len`` is the number of items per epoch.
-
-    Any non-negative integer is a valid key: the training sampler hands out fresh keys every epoch,
-    so training never sees the same chunk twice, while validation uses keys ``0..len-1``.
-    """
-
-    def __init__(
-        self,
-        num_items: int,
-        *,
-        seed: int,
-        split: str,
-        num_samples: int,
-        sample_rate: int,
-        channels: int,
-        sources: Sequence[str] = ("mixture",),
-    ) -> None:
-        if split not in SPLIT_IDS:
-            raise ValueError(f"split must be one of {sorted(SPLIT_IDS)}, got {split!r}")
-        self.num_items = num_items
-        self.seed = seed
-        self.split = split
-        self.num_samples = num_samples
-        self.sample_rate = sample_rate
-        self.channels = channels
-        self.sources = tuple(sources)
-
-    def __len__(self) -> int:
-        return self.num_items
-
-    def __getitem__(self, key: int) -> torch.Tensor:
-        audio, _ = render_chunk(
-            self.seed, self.split, int(key), num_samples=self.num_samples,
-            sample_rate=self.sample_rate, channels=self.channels, sources=self.sources,
-        )
-        return torch.from_numpy(audio)
 
 
 # ---- song-level choices ---------------------------------------------------------------------
@@ -345,3 +306,5 @@ _LAYER_RENDERERS = {
     "other": _render_chords,
     "vocals": _render_vocals,
 }
+if set(_LAYER_RENDERERS) != set(LAYERS):  # a stem without a renderer would be silently silent
+    raise RuntimeError(f"synthetic layers {sorted(_LAYER_RENDERERS)} != stems {sorted(LAYERS)}")

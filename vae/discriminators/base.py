@@ -9,12 +9,15 @@ the list of its hidden activations (used by the feature-matching loss).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
+
+from vae.config_base import Section
 
 # HiFi-GAN and DAC use 0.1 in every discriminator; one value keeps the families comparable.
 LEAKY_RELU_SLOPE = 0.1
@@ -84,7 +87,15 @@ class SubDiscriminator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Base of every discriminator: runs each sub-discriminator on its view of the waveform."""
+    """Base of every discriminator: runs each sub-discriminator on its view of the waveform.
+
+    A subclass names its settings section in ``config_section`` (mounted at
+    ``adversarial.<registry name>``) and is built as ``cls(section, channels, audio_channels)``:
+    ``channels`` (``adversarial.channels``) and ``audio_channels`` (``model.audio_channels``)
+    are shared by every discriminator, so no section repeats them.
+    """
+
+    config_section: ClassVar[type[Section]]
 
     def __init__(self, sub_discriminators: Iterable[nn.Module], audio_channels: int) -> None:
         super().__init__()
@@ -136,10 +147,3 @@ def complex_spectrogram(x: torch.Tensor, window: torch.Tensor, hop_length: int) 
     bins, frames = spec.shape[1], spec.shape[2]
     spec = spec.reshape(batch, channels, bins, frames, 2).permute(0, 1, 4, 3, 2)
     return spec.reshape(batch, 2 * channels, frames, bins)
-
-
-def check_positive(name: str, values: Sequence[int], minimum: int = 1) -> list[int]:
-    values = [int(v) for v in values]
-    if not values or any(v < minimum for v in values):
-        raise ValueError(f"{name} must be a non-empty list of integers >= {minimum}, got {values}")
-    return values

@@ -7,21 +7,27 @@ periods overlap as little as possible.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
+from pydantic import Field
+
+from vae.config_base import PositiveInt, Section
 
 from vae.discriminators.base import (
     Discriminator,
     LeakyConvStack,
     SubDiscriminator,
     capped_width,
-    check_positive,
     wn_conv2d,
 )
 
 WIDTH_MULTIPLIERS = (1, 4, 16, 32)  # HiFi-GAN's 32-128-512-1024 with channels = 32
+
+
+class MPDConfig(Section):
+    """``adversarial.mpd``."""
+
+    periods: list[PositiveInt] = Field(default_factory=lambda: [2, 3, 5, 7, 11], min_length=1)
 
 
 class PeriodDiscriminator(SubDiscriminator):
@@ -50,9 +56,9 @@ class PeriodDiscriminator(SubDiscriminator):
 class MultiPeriodDiscriminator(Discriminator):
     """One :class:`PeriodDiscriminator` per period."""
 
-    def __init__(self, periods: Sequence[int] = (2, 3, 5, 7, 11), channels: int = 16,
-                 audio_channels: int = 2) -> None:
-        periods = check_positive("periods", periods)
-        super().__init__([PeriodDiscriminator(p, channels, audio_channels) for p in periods],
+    config_section = MPDConfig
+
+    def __init__(self, config: MPDConfig, channels: int, audio_channels: int) -> None:
+        super().__init__([PeriodDiscriminator(p, channels, audio_channels) for p in config.periods],
                          audio_channels)
-        self.periods = periods
+        self.periods = list(config.periods)

@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
+from pydantic import Field
 from torch import nn
+
+from vae.config_base import Section
 
 from vae.discriminators.base import (
     Discriminator,
@@ -22,6 +25,12 @@ from vae.discriminators.base import (
 )
 
 DOWNSAMPLING_LAYERS = 4  # each strides by 4: 256x fewer frames at the logits than at the input
+
+
+class MSDConfig(Section):
+    """``adversarial.msd``."""
+
+    scales: int = Field(3, ge=1, description="waveform scales (each average-pooled by 2)")
 
 
 class ScaleDiscriminator(SubDiscriminator):
@@ -41,10 +50,10 @@ class ScaleDiscriminator(SubDiscriminator):
 class MultiScaleDiscriminator(Discriminator):
     """``scales`` MelGAN discriminators, the k-th on the waveform average-pooled by 2 k times."""
 
-    def __init__(self, scales: int = 3, channels: int = 16, audio_channels: int = 2) -> None:
-        if scales < 1:
-            raise ValueError(f"scales must be >= 1, got {scales}")
-        super().__init__([ScaleDiscriminator(channels, audio_channels) for _ in range(scales)],
+    config_section = MSDConfig
+
+    def __init__(self, config: MSDConfig, channels: int, audio_channels: int) -> None:
+        super().__init__([ScaleDiscriminator(channels, audio_channels) for _ in range(config.scales)],
                          audio_channels)
         self.downsample = nn.AvgPool1d(4, stride=2, padding=1, count_include_pad=False)
 

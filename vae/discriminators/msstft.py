@@ -7,20 +7,26 @@ in time without losing time resolution.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
+from pydantic import Field
+
+from vae.config_base import FFTSize, Section
 
 from vae.discriminators.base import (
     Discriminator,
     LeakyConvStack,
     SubDiscriminator,
-    check_positive,
     complex_spectrogram,
     wn_conv2d,
 )
 
 TIME_DILATIONS = (1, 2, 4)
+
+
+class MSSTFTConfig(Section):
+    """``adversarial.msstft``."""
+
+    fft_sizes: list[FFTSize] = Field(default_factory=lambda: [2048, 1024, 512], min_length=1)
 
 
 class STFTDiscriminator(SubDiscriminator):
@@ -45,9 +51,9 @@ class STFTDiscriminator(SubDiscriminator):
 class MultiScaleSTFTDiscriminator(Discriminator):
     """One :class:`STFTDiscriminator` per FFT size (hop = FFT size / 4, Hann window)."""
 
-    def __init__(self, fft_sizes: Sequence[int] = (2048, 1024, 512), channels: int = 16,
-                 audio_channels: int = 2) -> None:
-        fft_sizes = check_positive("fft_sizes", fft_sizes, minimum=2)
-        super().__init__([STFTDiscriminator(n, channels, audio_channels) for n in fft_sizes],
+    config_section = MSSTFTConfig
+
+    def __init__(self, config: MSSTFTConfig, channels: int, audio_channels: int) -> None:
+        super().__init__([STFTDiscriminator(n, channels, audio_channels) for n in config.fft_sizes],
                          audio_channels)
-        self.fft_sizes = fft_sizes
+        self.fft_sizes = list(config.fft_sizes)

@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
+
+from vae.config_base import FFTSize, Section
 
 from vae.discriminators.base import (
     Discriminator,
     LeakyConvStack,
-    check_positive,
     complex_spectrogram,
     wn_conv2d,
 )
@@ -24,12 +26,29 @@ from vae.discriminators.base import (
 FREQUENCY_DOWNSAMPLING_LAYERS = 3
 
 
+class MultibandConfig(Section):
+    """``adversarial.multiband``."""
+
+    fft_sizes: list[FFTSize] = Field(default_factory=lambda: [2048, 1024, 512], min_length=1)
+    bands: list[tuple[float, float]] = Field(
+        default_factory=lambda: [(0.0, 0.1), (0.1, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0)],
+        min_length=1,
+        description="frequency bands as fractions of the Nyquist range",
+    )
+
+    @model_validator(mode="after")
+    def _bands_sane(self) -> MultibandConfig:
+        for lo, hi in self.bands:
+            if not 0.0 <= lo < hi <= 1.0:
+                raise ValueError(f"band ({lo}, {hi}) must satisfy 0 <= low < high <= 1")
+        return self
+
+
 def band_bin_ranges(bands: Sequence[tuple[float, float]], n_bins: int) -> list[tuple[int, int]]:
-    """Fractions of Nyquist → ``[start, stop)`` STFT bin ranges, each at least one bin wide."""
+    """Fractions of Nyquist (checked by :class:`MultibandConfig`) → ``[start, stop)`` STFT bin
+    ranges, each at least one bin wide."""
     ranges = []
     for low, high in bands:
-        if not 0.0 <= low < high <= 1.0:
-            raise ValueError(f"band ({low}, {high}) must satisfy 0 <= low < high <= 1")
         start = min(int(low * n_bins), n_bins - 1)
         stop = min(max(int(high * n_bins), start + 1), n_bins)
         ranges.append((start, stop))
@@ -72,16 +91,13 @@ class BandSplitSTFTDiscriminator(nn.Module):
 class MultiBandDiscriminator(Discriminator):
     """One :class:`BandSplitSTFTDiscriminator` per FFT size, all with the same bands."""
 
-    def __init__(self, fft_sizes: Sequence[int] = (2048, 1024, 512),
-                 bands: Sequence[tuple[float, float]] = (
-                     (0.0, 0.1), (0.1, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0)),
-                 channels: int = 16, audio_channels: int = 2) -> None:
-        fft_sizes = check_positive("fft_sizes", fft_sizes, minimum=2)
-        if not bands:
-            raise ValueError("bands must list at least one (low, high) band")
+    config_section = MultibandConfig
+
+    def __init__(self, config: MultibandConfig, channels: int, audio_channels: int) -> None:
         super().__init__(
-            [BandSplitSTFTDiscriminator(n, bands, channels, audio_channels) for n in fft_sizes],
+            [BandSplitSTFTDiscriminator(n, config.bands, channels, audio_channels)
+             for n in config.fft_sizes],
             audio_channels,
         )
-        self.fft_sizes = fft_sizes
-        self.bands = [tuple(band) for band in bands]
+        self.fft_sizes = list(config.fft_sizes)
+        self.bands = [tuple(band) for band in config.bands]

@@ -16,17 +16,16 @@ from __future__ import annotations
 import typing
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vae.config import AdversarialConfig
-from vae.discriminators import build_discriminators
+from vae.config import AdversarialConfig, GanLossType
+from vae.discriminators.registry import build_discriminator
 
-LossType = Literal["hinge", "least_squares"]
-LOSS_TYPES: tuple[str, ...] = typing.get_args(LossType)
+LOSS_TYPES: tuple[str, ...] = typing.get_args(GanLossType)
 # Keeps feature matching finite when a real activation map is exactly zero.
 FEATURE_NORM_EPS = 1e-8
 
@@ -37,7 +36,7 @@ def _check_loss_type(loss_type: str) -> None:
 
 
 def discriminator_loss(real_logits: Sequence[torch.Tensor], fake_logits: Sequence[torch.Tensor],
-                       loss_type: LossType) -> torch.Tensor:
+                       loss_type: GanLossType) -> torch.Tensor:
     """Loss that pushes real logits up and fake logits down, averaged over sub-discriminators.
 
     hinge:          mean(relu(1 - real)) + mean(relu(1 + fake))
@@ -57,7 +56,7 @@ def discriminator_loss(real_logits: Sequence[torch.Tensor], fake_logits: Sequenc
     return torch.stack(terms).mean()
 
 
-def generator_adversarial_loss(fake_logits: Sequence[torch.Tensor], loss_type: LossType) -> torch.Tensor:
+def generator_adversarial_loss(fake_logits: Sequence[torch.Tensor], loss_type: GanLossType) -> torch.Tensor:
     """Loss that pushes the fake logits towards "real", averaged over sub-discriminators.
 
     hinge:          mean(relu(1 - fake))   (Encodec's form: no reward past the margin)
@@ -97,6 +96,16 @@ def feature_matching_loss(real_features: Sequence[Sequence[torch.Tensor]],
     return torch.stack(terms).mean()
 
 
+def build_discriminators(config: AdversarialConfig, audio_channels: int) -> nn.ModuleDict:
+    """The discriminators named in ``adversarial.discriminators``, in that order, keyed by name,
+    each built from its section ``adversarial.<name>``. ``audio_channels`` is the model's
+    (``model.audio_channels``): the adversarial section does not repeat it."""
+    return nn.ModuleDict({
+        name: build_discriminator(name, getattr(config, name), config.channels, audio_channels)
+        for name in config.discriminators
+    })
+
+
 class AdversarialLoss(nn.Module):
     """Owns the discriminators, their AdamW optimiser and (optionally) an fp16 grad scaler.
 
@@ -109,7 +118,7 @@ class AdversarialLoss(nn.Module):
                  use_grad_scaler: bool = False) -> None:
         super().__init__()
         _check_loss_type(config.loss_type)
-        self.loss_type: LossType = config.loss_type
+        self.loss_type: GanLossType = config.loss_type
         self.discriminators = build_discriminators(config, audio_channels)
         # AdamW with torch's default weight decay (0.01), as DAC trains its discriminator.
         self.optimizer = torch.optim.AdamW(self.discriminators.parameters(), lr=config.lr,

@@ -2,13 +2,14 @@
 
 ``DIR/model.safetensors``, ``DIR/config.yaml`` (the full resolved VAE config),
 ``DIR/metrics.json`` and ``DIR/provenance.json``. ``load_bundle(DIR)`` gives an ``AudioVAE`` in
-eval mode. ``python -m vae.export CKPT --out DIR`` turns a training checkpoint into a bundle."""
+eval mode (``vae.inference.loading.load_model`` also takes an MLflow model URI).
+``vae-export CKPT -o DIR`` turns a training checkpoint into a bundle."""
 
 from __future__ import annotations
 
-import argparse
+import hashlib
 import json
-import sys
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ class Bundle:
     path: Path
     metrics: dict[str, float] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    spec: str | None = None  # how it was loaded (folder or MLflow URI), set by loading.load_model
 
 
 def save_bundle(model: AudioVAE, config: VAEConfig, out_dir: str | Path,
@@ -56,8 +58,13 @@ def save_bundle(model: AudioVAE, config: VAEConfig, out_dir: str | Path,
 
 def load_checkpoint_model(ckpt_path: str | Path) -> tuple[AudioVAE, VAEConfig, dict[str, Any]]:
     """The VAE (not the discriminators) of a Lightning checkpoint, and the checkpoint's metadata."""
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    config = VAEConfig.model_validate(checkpoint["hyper_parameters"]["config"])
+    if not Path(ckpt_path).is_file():
+        raise BundleError(f"{ckpt_path}: no such checkpoint file")
+    try:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        config = VAEConfig.model_validate(checkpoint["hyper_parameters"]["config"])
+    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, TypeError) as exc:
+        raise BundleError(f"{ckpt_path}: not a checkpoint written by vae-train ({exc!r})") from exc
     model = AudioVAE(config.model)
     weights = {k[len(MODEL_PREFIX):]: v for k, v in checkpoint["state_dict"].items()
                if k.startswith(MODEL_PREFIX)}
@@ -93,14 +100,21 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
     return Bundle(model, config, path, read_json(METRICS_FILE), read_json(PROVENANCE_FILE))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vae.export", description=__doc__.split("\n")[0])
-    parser.add_argument("checkpoint", help="a Lightning checkpoint written by vae.train")
-    parser.add_argument("--out", required=True, help="bundle folder to write")
-    args = parser.parse_args(argv)
-    print(bundle_from_checkpoint(args.checkpoint, args.out))
-    return 0
+def weights_fingerprint(bundle: Bundle) -> str | None:
+    """sha256 of the bundle's weights file: which exact model encoded a latent file."""
+    file = Path(bundle.path) / WEIGHTS_FILE
+    if not file.is_file():
+        return None
+    digest = hashlib.sha256()
+    with file.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def model_summary(bundle: Bundle) -> dict[str, Any]:
+    """The model facts a latent file records and checks: rate, channels, hop, latent size."""
+    cfg = bundle.config.model
+    return {"sample_rate": cfg.sample_rate, "audio_channels": cfg.audio_channels,
+            "hop_length": cfg.hop_length, "frame_rate": cfg.sample_rate / cfg.hop_length,
+            "latent_dim": cfg.latent_dim}

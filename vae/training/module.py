@@ -12,9 +12,9 @@ import torch
 from vae.config import VAEConfig
 from vae.losses import ReconstructionLoss, weighted_sum
 from vae.losses.adversarial import AdversarialLoss
-from vae.metrics import active_units, mel_distance, si_sdr, stft_distance
+from vae.metrics import METRICS, active_units, audible_si_sdr, mel_distance, stft_distance
 from vae.model import AudioVAE, kl_to_kbps
-from vae.schedules import WarmupSchedule
+from vae.training.schedules import WarmupSchedule
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -148,12 +148,12 @@ class AudioVAEModule(pl.LightningModule):
         output = self.model(audio, sample=False)
         prediction = output.reconstruction.float()
         sample_rate = self.config.model.sample_rate
-        metrics = {
-            "val/mel_distance": mel_distance(prediction, audio, sample_rate),
-            "val/stft_distance": stft_distance(prediction, audio),
-            "val/si_sdr": si_sdr(prediction, audio),
-        }
-        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=audio.shape[0])
+        batch_size = audio.shape[0]
+        self._log_metric("mel_distance", mel_distance(prediction, audio, sample_rate), batch_size)
+        self._log_metric("stft_distance", stft_distance(prediction, audio), batch_size)
+        value, audible = audible_si_sdr(prediction, audio)
+        if audible:  # weighted by audible channels; a silent batch has no SI-SDR
+            self._log_metric("si_sdr", value, audible)
         kl = output.posterior.kl().float()
         self._val_kl_sum += kl.sum(dim=(0, 2))
         self._val_kl_count += kl.shape[0] * kl.shape[2]
@@ -161,10 +161,14 @@ class AudioVAEModule(pl.LightningModule):
             n = self.config.tracking.audio_examples
             self.validation_examples = (audio[:n].detach().cpu(), prediction[:n].detach().cpu())
 
+    def _log_metric(self, name: str, value: torch.Tensor, weight: int) -> None:
+        """A table metric under its validation key, averaged over the epoch weighted by ``weight``."""
+        self.log(METRICS[name].key, value, on_step=False, on_epoch=True, batch_size=weight)
+
     def on_validation_epoch_end(self) -> None:
         if self._val_kl_count == 0:
             return
         kl_per_channel = self._val_kl_sum / self._val_kl_count
-        self.log("val/kl_kbps", kl_to_kbps(float(kl_per_channel.sum()), self.model.frame_rate))
-        self.log("val/active_units", float(active_units(kl_per_channel)))
+        self.log(METRICS["kl_kbps"].key, kl_to_kbps(float(kl_per_channel.sum()), self.model.frame_rate))
+        self.log(METRICS["active_units"].key, float(active_units(kl_per_channel)))
         self.log("step", float(self.global_step))

@@ -7,14 +7,8 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import soundfile as sf
-from pytorch_lightning.loggers import MLFlowLogger
 
-
-def mlflow_logger(trainer: pl.Trainer) -> MLFlowLogger | None:
-    for logger in trainer.loggers:
-        if isinstance(logger, MLFlowLogger):
-            return logger
-    return None
+from vae.training.mlflow import mlflow_logger
 
 
 class AudioExamplesToMLflow(pl.Callback):

@@ -1,4 +1,4 @@
-"""Where a training step's time goes: ``python -m vae.benchmark [key=value ...]``.
+"""Where a training step's time goes (``vae-benchmark [KEY=VALUE ...]``).
 
 Prints, for the given config (default: the default config) on this machine:
 - a bare model forward+backward vs a full Lightning training step (goal: ≤ 1.15×),
@@ -10,22 +10,23 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 
-from vae.config import load_config
-from vae.data import build_datamodule
-from vae.data.datamodule import measure_loader_throughput
-from vae.module import AudioVAEModule
-from vae.train import build_trainer
+from vae.config import VAEConfig, load_config
+from vae.data.datamodule import AudioDataModule, build_datamodule, measure_loader_throughput
+from vae.training.module import AudioVAEModule
+from vae.training.train import build_trainer
+
+DEFAULT_REPEATS = 5
 
 
-def _median_time(fn, repeats: int, warmup: int = 1) -> float:
+def _median_time(fn: Callable[[], None], repeats: int, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn()
     times = []
@@ -49,22 +50,16 @@ class StepTimer(pl.Callback):
         self.times.append(time.perf_counter() - self.start)
 
 
-def main(argv: list[str] | None = None) -> int:
-    overrides = list(sys.argv[1:] if argv is None else argv)
-    repeats = 5
-    config = load_config(overrides=["tracking.enabled=false", "trainer.progress_bar=false",
-                                    f"trainer.max_steps={repeats + 2}", "trainer.val_every_steps=1000",
-                                    *overrides])
-    torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
-          f"{os.getloadavg()[0]:.2f}; batch {config.data.batch_size} x {config.data.chunk_seconds} s, "
-          f"adversarial={'on' if config.adversarial.enabled else 'off'}")
-    datamodule = build_datamodule(config)
-    datamodule.setup("fit")
-    batch = next(iter(datamodule.train_dataloader()))
-    module = AudioVAEModule(config)
-    params = sum(p.numel() for p in module.model.parameters())
-    print(f"model: {params / 1e6:.2f} M parameters, hop {config.model.hop_length}")
+def benchmark_config(overrides: list[str], repeats: int = DEFAULT_REPEATS) -> VAEConfig:
+    """The config to time: no tracking, no progress bar, just enough steps, no validation."""
+    return load_config(overrides=["tracking.enabled=false", "trainer.progress_bar=false",
+                                  f"trainer.max_steps={repeats + 2}",
+                                  "trainer.val_every_steps=1000", *overrides])
+
+
+def time_step_parts(module: AudioVAEModule, batch: torch.Tensor, repeats: int
+                    ) -> tuple[float, float, Callable[[], None]]:
+    """(bare forward+backward s, losses forward+backward s, the bare timing function)."""
 
     def bare() -> None:
         module.model.zero_grad(set_to_none=True)
@@ -80,15 +75,34 @@ def main(argv: list[str] | None = None) -> int:
         values = module.reconstruction_loss(prediction, batch, reference.posterior, 1e-4)
         sum(values.values()).backward()
 
-    bare_s = _median_time(bare, repeats)
-    losses_s = _median_time(losses_only, repeats)
+    return _median_time(bare, repeats), _median_time(losses_only, repeats), bare
 
+
+def time_lightning_step(config: VAEConfig, module: AudioVAEModule,
+                        datamodule: AudioDataModule) -> float:
+    """Median wall time of a full Lightning training step."""
     timer = StepTimer()
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer(config, Path(tmp), callbacks=[timer])
         trainer.fit(module, datamodule=datamodule)
-    step_s = statistics.median(timer.times[2:])  # the first steps pay one-off kernel setup
+    return statistics.median(timer.times[2:])  # the first steps pay one-off kernel setup
 
+
+def run_benchmark(overrides: list[str], repeats: int = DEFAULT_REPEATS) -> None:
+    """Prints the figures of the module docstring for ``overrides`` of the default config."""
+    config = benchmark_config(overrides, repeats)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
+          f"{os.getloadavg()[0]:.2f}; batch {config.data.batch_size} x {config.data.chunk_seconds} s, "
+          f"adversarial={'on' if config.adversarial.enabled else 'off'}")
+    datamodule = build_datamodule(config)
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    module = AudioVAEModule(config)
+    params = sum(p.numel() for p in module.model.parameters())
+    print(f"model: {params / 1e6:.2f} M parameters, hop {config.model.hop_length}")
+    bare_s, losses_s, bare = time_step_parts(module, batch, repeats)
+    step_s = time_lightning_step(config, module, datamodule)
     # Bare again now that the allocator and kernels are warm; the faster figure is the fair one.
     bare_s = min(bare_s, _median_time(bare, repeats))
     loader_chunks_per_s = measure_loader_throughput(datamodule, batches=10)
@@ -98,8 +112,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"losses forward+backward      {losses_s * 1000:9.1f} ms   share of step {losses_s / step_s:.1%} (goal <= 20%)")
     print(f"data loader                  {loader_chunks_per_s:9.1f} chunks/s vs training consumes "
           f"{consumed_chunks_per_s:.2f} chunks/s: {loader_chunks_per_s / consumed_chunks_per_s:.0f}x (goal >= 20x)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,13 +16,13 @@ import numpy as np
 import torch
 import yaml
 
+from vae.inference.bundle import load_bundle
+
 BUNDLE_ARTIFACT = "bundle"
 
 
 class BundlePyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context):  # untyped: MLflow reads predict's hints as a schema
-        from vae.export import load_bundle
-
         self.bundle = load_bundle(context.artifacts[BUNDLE_ARTIFACT])
 
     def predict(self, context, model_input, params=None):

@@ -1,9 +1,7 @@
-"""One training run: ``python -m vae.train [config.yaml] [key=value ...] [ckpt_path=PATH]``."""
+"""One training run: the function ``vae-train`` (vae/cli/train.py) and every sweep trial call."""
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,27 +10,15 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import MLFlowLogger
 
-from vae.callbacks import AudioExamplesToMLflow
-from vae.config import ConfigError, VAEConfig, load_config
-from vae.data import build_datamodule
-from vae.module import AudioVAEModule
+from vae.config import VAEConfig
+from vae.data.datamodule import build_datamodule
+from vae.metrics import METRICS
+from vae.training.callbacks import AudioExamplesToMLflow
+from vae.training.mlflow import build_mlflow_logger
+from vae.training.module import AudioVAEModule
 
-DEFAULT_TRACKING_DB = "mlflow.db"
-
-
-def resolve_tracking_uri(uri: str | None = None) -> str:
-    """Config value, else $MLFLOW_TRACKING_URI, else ./mlflow.db; always absolute, because Ray
-    runs trials in their own working directories."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_TRACKING_DB}"
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
-    if uri.startswith("file://"):
-        return Path(uri[len("file://"):]).resolve().as_uri()
-    if "://" not in uri and ":" not in uri[:3]:
-        return Path(uri).resolve().as_uri()
-    return uri
+CHECKPOINT_METRIC = METRICS["mel_distance"]  # which checkpoint is "best" for a plain run
 
 
 def resolve_accelerator(config: VAEConfig) -> tuple[str, str]:
@@ -59,24 +45,6 @@ class TrainResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class CallerOwnedMLFlowLogger(MLFlowLogger):
-    """Logs to a run whose final status the caller sets (e.g. a sweep driver that knows whether
-    the run was pruned); it never marks the run finished or failed itself."""
-
-    def finalize(self, status: str = "success") -> None:
-        return None
-
-
-def build_mlflow_logger(config: VAEConfig, run_id: str | None = None,
-                        owns_run_status: bool = True) -> MLFlowLogger | None:
-    if not config.tracking.enabled:
-        return None
-    logger_class = MLFlowLogger if owns_run_status else CallerOwnedMLFlowLogger
-    return logger_class(experiment_name=config.tracking.experiment,
-                        tracking_uri=resolve_tracking_uri(config.tracking.tracking_uri),
-                        run_name=config.tracking.run_name, run_id=run_id, log_model=False)
-
-
 def build_trainer(config: VAEConfig, run_dir: Path, callbacks: Sequence[pl.Callback] = (),
                   loggers: Sequence[Any] = (), checkpointing: bool = True) -> pl.Trainer:
     """``checkpointing=False`` when the caller saves checkpoints itself (a sweep trial)."""
@@ -86,7 +54,8 @@ def build_trainer(config: VAEConfig, run_dir: Path, callbacks: Sequence[pl.Callb
     if checkpointing:
         all_callbacks.insert(0, ModelCheckpoint(
             dirpath=run_dir / "checkpoints", filename="step{step:07d}", auto_insert_metric_name=False,
-            monitor="val/mel_distance", mode="min", save_top_k=1, save_last=True))
+            monitor=CHECKPOINT_METRIC.key, mode=CHECKPOINT_METRIC.direction, save_top_k=1,
+            save_last=True))
     if loggers and config.tracking.audio_examples > 0:
         all_callbacks.append(AudioExamplesToMLflow())
     return pl.Trainer(
@@ -135,42 +104,3 @@ def train(config: VAEConfig, *, ckpt_path: str | None = None, callbacks: Sequenc
     return TrainResult(metrics=metrics, best_checkpoint=checkpoint.best_model_path or None if checkpoint else None,
                        last_checkpoint=last or None, global_step=trainer.global_step,
                        mlflow_run_id=logger.run_id if logger is not None else None)
-
-
-def parse_cli(argv: Sequence[str]) -> tuple[str | None, list[str], str | None]:
-    """[config.yaml] key=value ... ckpt_path=PATH → (config path, overrides, ckpt path)."""
-    config_path, overrides, ckpt_path = None, [], None
-    for arg in argv:
-        if arg.startswith("ckpt_path="):
-            ckpt_path = arg.split("=", 1)[1]
-        elif "=" in arg:
-            overrides.append(arg)
-        elif config_path is None:
-            config_path = arg
-        else:
-            raise ConfigError(f"unexpected argument {arg!r}: expected one config file, then key=value")
-    return config_path, overrides, ckpt_path
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("-h", "--help"):
-        print(__doc__)
-        print("Keys: see vae/config.py; e.g. loss.kl.weight=1e-3 trainer.max_steps=200")
-        return 0
-    try:
-        config_path, overrides, ckpt_path = parse_cli(argv)
-        config = load_config(config_path, overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    result = train(config, ckpt_path=ckpt_path)
-    print("final metrics:", {k: round(v, 4) for k, v in sorted(result.metrics.items())})
-    print("last checkpoint:", result.last_checkpoint)
-    if result.mlflow_run_id:
-        print("mlflow run:", result.mlflow_run_id, "at", resolve_tracking_uri(config.tracking.tracking_uri))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

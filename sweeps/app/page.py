@@ -1,0 +1,54 @@
+"""The listening room's page (see sweeps/app/__init__.py): ``vae-app``, or
+``streamlit run sweeps/app/page.py``."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from sweeps.app.clips import EXAMPLE, Clip, load_clip, run_model
+from sweeps.app.session import Selection, remember
+from sweeps.app.sidebar import clip_sidebar, model_sidebar
+from sweeps.app.tab_ab import ab_tab
+from sweeps.app.tab_latent import latent_tab
+from sweeps.app.tab_reconstruct import reconstruct_tab
+from vae.inference import AUDIO_EXTENSIONS, AudioError, Bundle
+
+TITLE = "Audio VAE listening room"
+TABS = {"Reconstruct": reconstruct_tab, "Latent controls": latent_tab,
+        "A/B sweep trials": ab_tab}
+
+
+def select_clip(spec: str, bundle: Bundle, max_seconds: float, example_seconds: float) -> Selection:
+    """The uploaded clip (else the synthetic example), loaded and reconstructed; stops the page
+    when the upload is not audio."""
+    upload = st.file_uploader("Audio file (wav, flac, ogg, …); without one a synthetic example "
+                              "clip is used", type=[e.lstrip(".") for e in AUDIO_EXTENSIONS],
+                              key="upload_a")
+    clip = Clip(upload.name, upload.getvalue()) if upload is not None else Clip(EXAMPLE, None, 0)
+    seconds = max_seconds if clip.data is not None else min(max_seconds, example_seconds)
+    try:
+        audio = remember(("clip", spec, clip.key, seconds), lambda: load_clip(clip, bundle, seconds))
+    except AudioError as exc:
+        st.error(f"Cannot use {clip.name}: {exc}")
+        st.stop()
+    result = remember(("run", spec, clip.key, seconds), lambda: run_model(bundle, audio))
+    return Selection(spec, bundle, clip, seconds, audio, result)
+
+
+def main() -> None:
+    st.set_page_config(page_title=TITLE, page_icon="🎧", layout="wide")
+    st.title(TITLE)
+    with st.sidebar:
+        spec, bundle = model_sidebar()
+        max_seconds, example_seconds = clip_sidebar()
+    sel = select_clip(spec, bundle, max_seconds, example_seconds)
+    st.caption(f"Clip: **{sel.clip.name}**, {sel.audio.shape[-1] / sel.sample_rate:.2f} s at "
+               f"{sel.sample_rate} Hz, {sel.audio.shape[0]} ch → latents "
+               f"{tuple(sel.result.mean.shape)}")
+    for tab, render in zip(st.tabs(list(TABS)), TABS.values()):
+        with tab:
+            render(sel)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""The sidebar: which model (bundle folder or registered MLflow model) and the clip lengths."""
+
+from __future__ import annotations
+
+import os
+
+import streamlit as st
+
+from sweeps.app.models import bundle_roots, describe_model, discover_bundles, registered_model_uris
+from sweeps.app.session import get_model
+from vae.inference import Bundle, BundleError
+
+MODEL_ENV = "VAE_APP_MODEL"
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+BUNDLE_SOURCE, REGISTRY_SOURCE = "Bundle folder", "Registered model (MLflow)"
+
+
+def pick_bundle_folder() -> str:
+    found = [str(p) for p in discover_bundles(bundle_roots())]
+    default = os.environ.get(MODEL_ENV, found[0] if found else "")
+    spec = st.text_input("Bundle folder or model URI", value=default, key="bundle_path",
+                         help="a folder written by vae-export / sweep-export")
+    if found:
+        st.caption("Bundles found: " + ", ".join(f"`{p}`" for p in found[:5]))
+    return spec
+
+
+def pick_registered_model() -> tuple[str, str]:
+    tracking_uri = st.text_input("MLflow tracking URI", key="tracking_uri",
+                                 value=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
+    try:
+        uris = registered_model_uris(tracking_uri)
+    except Exception as exc:
+        st.error(f"Cannot list registered models at {tracking_uri}: {exc}")
+        st.stop()
+    if not uris:
+        st.warning(f"No registered models at {tracking_uri} (sweep-export SWEEP -o DIR --register NAME).")
+        st.stop()
+    return st.selectbox("Registered model", uris, key="registered_uri"), tracking_uri
+
+
+def model_sidebar() -> tuple[str, Bundle]:
+    """(spec, bundle) of the model picked; stops the page until one loads."""
+    st.header("Model")
+    kind = st.radio("Source", [BUNDLE_SOURCE, REGISTRY_SOURCE], key="model_kind")
+    tracking_uri = None
+    if kind == BUNDLE_SOURCE:
+        spec = pick_bundle_folder()
+    else:
+        spec, tracking_uri = pick_registered_model()
+    if not spec:
+        st.info(f"Enter a bundle folder (or set {MODEL_ENV}) to start.")
+        st.stop()
+    try:
+        bundle = get_model(spec, tracking_uri)
+    except BundleError as exc:
+        st.error(str(exc))
+        st.stop()
+    st.caption(" · ".join(f"{k} **{v}**" for k, v in describe_model(bundle).items()))
+    if bundle.metrics:
+        with st.expander("Validation metrics of this bundle"):
+            st.json(bundle.metrics)
+    return spec, bundle
+
+
+def clip_sidebar() -> tuple[float, float]:
+    """(longest clip, example clip length) in seconds."""
+    st.header("Clip")
+    max_seconds = st.slider("Longest clip (s)", 1.0, 60.0, 10.0, 1.0, key="max_seconds")
+    example_seconds = st.slider("Example clip length (s)", 0.5, 10.0, 3.0, 0.5, key="example_seconds")
+    return max_seconds, example_seconds

@@ -1,0 +1,183 @@
+"""The driver side of a sweep: opens the MLflow parent run and the Optuna study, builds the Ray
+Tune ``Tuner`` (Optuna proposes, ASHA stops, sweeps/trial.py trains), runs it to the end,
+reconciles every trial's final status and writes the report. ``sweeps/run.py`` is its CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sweeps.layout import OBJECTIVE, SweepPaths, ranked, trial_dirname, trial_id_of, update_state
+
+
+@dataclass(frozen=True)
+class SweepTracking:
+    """The sweep's MLflow side, opened before Ray starts."""
+
+    client: Any  # MlflowClient
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+
+
+def trial_name(trial: Any) -> str:
+    """Tune's trial_name_creator and trial_dirname_creator (see sweeps.layout.trial_dirname)."""
+    return trial_dirname(trial.trial_id)
+
+
+def open_tracking(space: Any, paths: SweepPaths, tracking_uri: str | None,
+                  resume: bool) -> SweepTracking:
+    """Open (or reattach to) the parent run, record the sweep's state, and on a fresh sweep log
+    the space, the base config and the sweep's settings to the parent run."""
+    from sweeps import tracking
+    from vae.training.mlflow import resolve_tracking_uri
+
+    spec = space.spec
+    tracking_uri = resolve_tracking_uri(tracking_uri or space.base_config.tracking.tracking_uri)
+    state_dir = paths.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True)
+    client = tracking.client_for(tracking_uri)
+    experiment_id = tracking.ensure_experiment(client, space.base_config.tracking.experiment,
+                                               tracking.default_artifact_location(tracking_uri))
+    parent_run_id = tracking.open_parent_run(client, experiment_id, paths.name, state_dir)
+    update_state(state_dir, tracking_uri=tracking_uri, study_name=paths.name, max_t=space.max_t,
+                 time_attr=spec.scheduler.time_attr, mode=spec.objective.mode,
+                 objective=spec.objective.metric, experiment_dir=paths.experiment_dir)
+    if not resume:
+        client.log_text(parent_run_id, space.raw_text, f"search_space/{space.path.name}")
+        client.log_text(parent_run_id, space.base_config.to_yaml(), "base_config.yaml")
+        for key, value in {"space": str(space.path), "num_samples": spec.num_samples,
+                           "objective": spec.objective.metric, "sampler": spec.searcher.sampler,
+                           "scheduler": spec.scheduler.type}.items():
+            client.log_param(parent_run_id, key, value)
+    return SweepTracking(client, tracking_uri, experiment_id, parent_run_id)
+
+
+def start_ray(address: str | None, num_cpus: int | None) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, num_cpus=num_cpus if address is None else None,
+                 include_dashboard=False, log_to_driver=True)
+
+
+def make_trainable(space: Any, paths: SweepPaths, track: SweepTracking) -> Any:
+    """``run_trial`` with its context and resources, as Tune runs it."""
+    import ray
+    from ray import tune
+
+    from sweeps.tracking import reachable_tracking_uri
+    from sweeps.trial import TrialContext, run_trial
+
+    spec = space.spec
+    trial_tracking_uri = track.tracking_uri
+    if sum(node["Alive"] for node in ray.nodes()) > 1:  # trials may run on other machines
+        trial_tracking_uri = reachable_tracking_uri(track.tracking_uri,
+                                                    ray.util.get_node_ip_address())
+    budget = spec.rate_budget
+    context = TrialContext(
+        sweep_name=paths.name, base_config=space.base_config.to_dict(),
+        tracking_uri=trial_tracking_uri,
+        experiment_id=track.experiment_id, parent_run_id=track.parent_run_id,
+        objective_metric=spec.objective.metric,
+        max_kbps=budget.max_kbps if budget else None,
+        penalty_per_kbps=budget.penalty_per_kbps if budget else 1.0,
+        cpus_per_trial=spec.resources.cpu, json_params=space.json_params)
+    return tune.with_resources(tune.with_parameters(run_trial, context=context),
+                               {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+
+
+def make_tuner(space: Any, paths: SweepPaths, trainable: Any, callbacks: list[Any], *,
+               resume: bool, reuse_actors: bool) -> Any:
+    """A restored Tuner, or a new one with the Optuna searcher and the space's scheduler."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from sweeps.search import make_searcher
+
+    if resume:
+        return tune.Tuner.restore(paths.experiment_dir, trainable=trainable,
+                                  resume_unfinished=True, resume_errored=False)
+    spec = space.spec
+    searcher = make_searcher(space, paths.optuna_url, paths.name)
+    if spec.scheduler.type == "asha":
+        scheduler = ASHAScheduler(time_attr=spec.scheduler.time_attr, max_t=space.max_t,
+                                  grace_period=spec.scheduler.grace_period,
+                                  reduction_factor=spec.scheduler.reduction_factor)
+    else:
+        scheduler = FIFOScheduler()
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric=OBJECTIVE, mode=spec.objective.mode, search_alg=searcher,
+            scheduler=scheduler, num_samples=spec.num_samples,
+            max_concurrent_trials=spec.max_concurrent_trials, reuse_actors=reuse_actors,
+            trial_name_creator=trial_name, trial_dirname_creator=trial_name),
+        run_config=tune.RunConfig(
+            name=paths.name, storage_path=paths.storage_path, callbacks=callbacks,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            verbose=1),
+    )
+
+
+def reconcile_outcomes(results: Any, space: Any, paths: SweepPaths,
+                       track: SweepTracking) -> dict[str, Any]:
+    """Final MLflow status of every trial and failed Optuna orphans: {"trials", "orphans"}."""
+    from sweeps import tracking
+    from sweeps.search import fail_orphaned_trials
+
+    time_attr = space.spec.scheduler.time_attr
+    outcomes = {}
+    for result in results:
+        trial_id = result.metrics.get("trial_id") if result.metrics else None
+        trial_id = trial_id or trial_id_of(result.path)
+        progress = int((result.metrics or {}).get(time_attr, 0))
+        outcome = tracking.trial_outcome(bool(result.error), progress, space.max_t)
+        outcomes[trial_id] = (outcome, repr(result.error)[-4900:] if result.error else None)
+    counts = tracking.reconcile(track.client, track.experiment_id, track.parent_run_id, outcomes)
+    orphans = fail_orphaned_trials(paths.optuna_url, paths.name)
+    return {"trials": counts, "orphans": orphans}
+
+
+def run_sweep(space: Any, paths: SweepPaths, *, tracking_uri: str | None = None,
+              address: str | None = None, resume: bool = False, num_cpus: int | None = None,
+              reuse_actors: bool = True, report: bool = True,
+              extra_callbacks: list[Any] = ()) -> dict[str, Any]:
+    """Run (or resume) the sweep to the end; returns a summary."""
+    from sweeps.tracking import TrialRunStatusCallback
+
+    track = open_tracking(space, paths, tracking_uri, resume)
+    start_ray(address, num_cpus)
+    status_callback = TrialRunStatusCallback(track.tracking_uri, track.experiment_id,
+                                             track.parent_run_id, space.max_t,
+                                             space.spec.scheduler.time_attr)
+    tuner = make_tuner(space, paths, make_trainable(space, paths, track),
+                       [status_callback, *extra_callbacks], resume=resume,
+                       reuse_actors=reuse_actors)
+    results = tuner.fit()
+    reconciled = reconcile_outcomes(results, space, paths, track)
+    summary: dict[str, Any] = {
+        "sweep": paths.name, "experiment_dir": paths.experiment_dir,
+        "mlflow": {"tracking_uri": track.tracking_uri, "parent_run_id": track.parent_run_id},
+        "optuna_storage": paths.optuna_url, "trials": reconciled["trials"],
+        "optuna_orphans_failed": reconciled["orphans"]}
+    ok = [r for r in results if not r.error and r.metrics and OBJECTIVE in r.metrics]
+    if ok:
+        best = ranked(ok, space.spec.objective.mode, lambda r: r.metrics[OBJECTIVE])[0]
+        summary["best"] = {"trial_id": best.metrics.get("trial_id"),
+                           "objective": best.metrics[OBJECTIVE], "config": dict(best.config)}
+    if report and ok:
+        summary["report"] = str(log_report(paths, track))
+    track.client.set_terminated(track.parent_run_id, "FINISHED")
+    return summary
+
+
+def log_report(paths: SweepPaths, track: SweepTracking) -> Path:
+    """Write the sweep's report beside its state and log it to the parent run."""
+    from sweeps.report import build_report
+
+    build_report(paths, paths.report_dir)
+    track.client.log_artifacts(track.parent_run_id, str(paths.report_dir), "report")
+    return paths.report_dir

@@ -1,0 +1,256 @@
+"""The one owner of a sweep's on-disk layout: file names, where a sweep's storage is, the
+driver's state file, reading a trial's files, and the rule that ranks trials.
+
+On disk (STORAGE is ``--storage-path``, else ``$SWEEP_STORAGE``, else ./sweep_results)::
+
+    STORAGE/NAME/                    Ray Tune's experiment dir (local, NFS or s3://)
+        trial_<id>/params.json       the sampled values              (written by Ray Tune)
+        trial_<id>/result.json       one JSON result per line        (written by Ray Tune)
+        trial_<id>/error.txt         present when the trial failed   (written by Ray Tune)
+        trial_<id>/checkpoint_NNNNNN/model.ckpt   a Lightning checkpoint (sweeps/trial.py)
+    STATE/NAME/sweep.json            driver state: parent run, study, objective mode, horizon
+    STATE/NAME/optuna.db             the Optuna study (sqlite, so Optuna Dashboard works)
+    STATE/NAME/report/               the end-of-sweep report
+
+STATE is ``$SWEEP_STATE_DIR`` when set, else STORAGE when it is local, else ~/sweep_state
+(object storage cannot hold a sqlite file; on a cluster the driver runs on the head node).
+
+Imports neither Ray nor MLflow, so the listening app and the CLIs read a sweep cheaply."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from vae.metrics import VALIDATION_PREFIX, rank_key
+
+STORAGE_ENV = "SWEEP_STORAGE"
+STATE_DIR_ENV = "SWEEP_STATE_DIR"
+DEFAULT_STORAGE = "sweep_results"
+REMOTE_STATE_ROOT = "~/sweep_state"
+STATE_FILE = "sweep.json"
+OPTUNA_DB = "optuna.db"
+REPORT_DIR = "report"
+CHECKPOINT_FILE = "model.ckpt"
+# Ray Tune's files in a trial dir (named by sweeps/driver.py's trial_dirname_creator).
+TRIAL_DIR_PREFIX = "trial_"
+PARAMS_FILE = "params.json"
+RESULT_FILE = "result.json"
+ERROR_FILES = ("error.txt", "error.pkl")
+CHECKPOINT_DIR_GLOB = "checkpoint_*"
+OBJECTIVE = "objective"  # the scalar every trial reports and ASHA/Optuna rank by
+MODES = ("min", "max")
+
+T = TypeVar("T")
+
+
+class LayoutError(Exception):
+    """A sweep's files are missing or not what this layout expects (the message names the file)."""
+
+
+# ---- where a sweep lives -------------------------------------------------------------------------
+
+def default_storage() -> str:
+    """``$SWEEP_STORAGE``, else ./sweep_results: what every command uses without --storage-path."""
+    return os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+
+
+def resolve_storage(storage_path: str | None = None) -> str:
+    """``storage_path`` (the --storage-path flag), else :func:`default_storage`; a local path made
+    absolute (Ray runs trials in other directories), a URI (s3://, gs://) left as it is."""
+    chosen = storage_path or default_storage()
+    return chosen if is_uri(chosen) else str(Path(chosen).expanduser().resolve())
+
+
+def is_uri(storage_path: str) -> bool:
+    return "://" in storage_path
+
+
+def trial_dirname(trial_id: str) -> str:
+    """Short, stable trial dir names (Ray's default names embed every searched value)."""
+    return f"{TRIAL_DIR_PREFIX}{trial_id}"
+
+
+def trial_id_of(trial_dir: str | Path) -> str:
+    return Path(trial_dir).name.removeprefix(TRIAL_DIR_PREFIX)
+
+
+@dataclass(frozen=True)
+class SweepPaths:
+    """Where one sweep's results and driver state are."""
+
+    storage_path: str  # absolute local path or a URI (s3://, gs://) Ray can write to
+    name: str
+
+    @classmethod
+    def resolve(cls, storage_path: str | None, name: str) -> SweepPaths:
+        """From a --storage-path value (None: $SWEEP_STORAGE, then the default)."""
+        return cls(resolve_storage(storage_path), name)
+
+    @property
+    def is_local(self) -> bool:
+        return not is_uri(self.storage_path)
+
+    @property
+    def experiment_dir(self) -> str:
+        return f"{self.storage_path.rstrip('/')}/{self.name}"
+
+    @property
+    def state_dir(self) -> Path:
+        """Driver-side state (see the module docstring for where)."""
+        if os.environ.get(STATE_DIR_ENV):
+            return Path(os.environ[STATE_DIR_ENV]).expanduser().resolve() / self.name
+        if self.is_local:
+            return Path(self.experiment_dir)
+        return Path(REMOTE_STATE_ROOT).expanduser() / self.name
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / STATE_FILE
+
+    @property
+    def optuna_url(self) -> str:
+        return f"sqlite:///{self.state_dir / OPTUNA_DB}"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.state_dir / REPORT_DIR
+
+    def local_experiment_dir(self) -> Path:
+        """The experiment dir as a local folder; an error for object storage."""
+        return local_storage(self.storage_path) / self.name
+
+
+def local_storage(storage_path: str | None = None) -> Path:
+    """The resolved storage as a local folder; an error for object storage."""
+    storage = resolve_storage(storage_path)
+    if is_uri(storage):
+        raise LayoutError(f"{storage}: expected local or NFS storage here (sync an s3:// sweep "
+                          "down first)")
+    return Path(storage)
+
+
+# ---- driver state --------------------------------------------------------------------------------
+
+def update_state(state_dir: Path, **values: Any) -> dict[str, Any]:
+    """Merge ``values`` into the sweep's state file (created with its folder if needed)."""
+    state_file = state_dir / STATE_FILE
+    state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    state.update(values)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state_file.write_text(json.dumps(state, indent=2))
+    return state
+
+
+def load_state(state_dir: Path, required: Iterable[str] = ()) -> dict[str, Any]:
+    """The sweep's state; an error naming the file when it or a ``required`` key is missing."""
+    state_file = state_dir / STATE_FILE
+    if not state_file.is_file():
+        raise LayoutError(f"{state_file}: no sweep state here (expected a sweep started with "
+                          f"sweep-run, with the same --storage-path / ${STORAGE_ENV} / "
+                          f"${STATE_DIR_ENV})")
+    try:
+        state = json.loads(state_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise LayoutError(f"{state_file}: not valid JSON ({exc})") from exc
+    missing = [key for key in required if key not in state]
+    if missing:
+        raise LayoutError(f"{state_file}: missing key(s) {', '.join(missing)}")
+    return state
+
+
+def objective_mode(state: dict[str, Any], where: Path | str = STATE_FILE) -> str:
+    """The objective's mode recorded in the state (``min`` when an old state lacks it)."""
+    mode = state.get("mode", "min")
+    if mode not in MODES:
+        raise LayoutError(f"{where}: key 'mode' is {mode!r}; expected one of {', '.join(MODES)}")
+    return mode
+
+
+# ---- ranking -------------------------------------------------------------------------------------
+
+def ranked(items: Iterable[T], mode: str, objective: Callable[[T], float | None]) -> list[T]:
+    """``items`` best first by ``objective(item)`` for ``mode``; missing or non-finite values
+    last, ties in their given order. THE ranking rule of report, export, run and the app."""
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
+    return sorted(items, key=lambda item: rank_key(objective(item), mode))
+
+
+# ---- a trial's files, read locally ---------------------------------------------------------------
+
+@dataclass
+class TrialRecord:
+    """A trial as its files on disk describe it."""
+
+    trial_id: str
+    status: str  # ERROR, TERMINATED (has results) or PENDING (none yet)
+    config: dict[str, Any]  # the sampled values (params.json)
+    metrics: dict[str, float]  # the last result's validation metrics, objective and step
+    checkpoint: str | None  # the last checkpoint folder holding a model.ckpt
+    order: int = 0  # the searcher proposed it as its order-th trial (1-based; 0 unknown)
+
+    @property
+    def objective(self) -> float | None:
+        return self.metrics.get(OBJECTIVE)
+
+
+def read_results(trial_dir: Path) -> list[dict[str, Any]]:
+    results_file = trial_dir / RESULT_FILE
+    if not results_file.is_file():
+        return []
+    return [json.loads(line) for line in results_file.read_text().splitlines() if line.strip()]
+
+
+def read_trial(trial_dir: Path) -> TrialRecord:
+    results = read_results(trial_dir)
+    last = results[-1] if results else {}
+    params_file = trial_dir / PARAMS_FILE
+    config = json.loads(params_file.read_text()) if params_file.is_file() else {}
+    metrics = {k: float(v) for k, v in last.items()
+               if (k.startswith(VALIDATION_PREFIX) or k in (OBJECTIVE, "step"))
+               and isinstance(v, (int, float))}
+    checkpoints = sorted(p for p in trial_dir.glob(CHECKPOINT_DIR_GLOB)
+                         if (p / CHECKPOINT_FILE).is_file())
+    failed = any((trial_dir / name).is_file() for name in ERROR_FILES)
+    # Wall-clock start: the first result's timestamp less the time it took to get there.
+    started = results[0].get("timestamp", 0) - results[0].get("time_total_s", 0) if results else 0
+    return TrialRecord(trial_id=last.get("trial_id") or trial_id_of(trial_dir),
+                       status="ERROR" if failed else ("TERMINATED" if results else "PENDING"),
+                       config=config, metrics=metrics,
+                       checkpoint=str(checkpoints[-1]) if checkpoints else None, order=int(started))
+
+
+def list_sweeps(storage_path: str | None = None) -> list[str]:
+    """Names of the sweeps under the storage that have driver state (sweep.json)."""
+    storage = local_storage(storage_path)
+    if not storage.is_dir():
+        return []
+    return sorted(child.name for child in storage.iterdir() if child.is_dir()
+                  and SweepPaths(str(storage), child.name).state_file.is_file())
+
+
+def sweep_trials(paths: SweepPaths) -> tuple[dict[str, Any], list[TrialRecord]]:
+    """The sweep's state and its trials read from local files, best first (failed trials last)."""
+    state = load_state(paths.state_dir)
+    mode = objective_mode(state, paths.state_file)
+    experiment = paths.local_experiment_dir()
+    trials = [read_trial(d) for d in sorted(experiment.glob(TRIAL_DIR_PREFIX + "*")) if d.is_dir()]
+    # Proposal order: trials start in the order the searcher proposed them.
+    for rank, trial in enumerate(sorted((t for t in trials if t.order), key=lambda t: t.order), 1):
+        trial.order = rank
+    return state, ranked(trials, mode, lambda t: None if t.status == "ERROR" else t.objective)
+
+
+# ---- the command line ----------------------------------------------------------------------------
+
+def add_storage_argument(parser: argparse.ArgumentParser, purpose: str = "the sweeps' storage") -> None:
+    """The --storage-path flag, the same in every sweeps command (resolve with SweepPaths.resolve)."""
+    parser.add_argument("--storage-path", metavar="PATH",
+                        help=f"{purpose}: a local dir, NFS or s3:// (default: ${STORAGE_ENV}, "
+                        f"else ./{DEFAULT_STORAGE})")

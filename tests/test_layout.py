@@ -1,0 +1,166 @@
+"""sweeps/layout.py: where a sweep's storage is (the same in every command), its state file, the
+ranking rule, and reading trials from the files Ray Tune writes."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sweeps import export, report
+from sweeps.layout import (CHECKPOINT_FILE, DEFAULT_STORAGE, STATE_DIR_ENV, STORAGE_ENV,
+                           LayoutError, SweepPaths, list_sweeps, load_state, objective_mode, ranked,
+                           resolve_storage, sweep_trials, trial_dirname, update_state)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    monkeypatch.delenv(STORAGE_ENV, raising=False)
+    monkeypatch.delenv(STATE_DIR_ENV, raising=False)
+
+
+# ---- storage resolution --------------------------------------------------------------------------
+
+def test_storage_flag_then_environment_then_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_storage(None) == str(tmp_path / DEFAULT_STORAGE)
+    monkeypatch.setenv(STORAGE_ENV, str(tmp_path / "from_env"))
+    assert resolve_storage(None) == str(tmp_path / "from_env")
+    assert resolve_storage("flag") == str(tmp_path / "flag")  # relative made absolute
+    assert resolve_storage("s3://bucket/sweeps") == "s3://bucket/sweeps"  # a URI kept as it is
+    paths = SweepPaths.resolve(None, "kl")
+    assert paths.experiment_dir == str(tmp_path / "from_env" / "kl")
+    assert paths.state_file == tmp_path / "from_env" / "kl" / "sweep.json"
+
+
+def test_state_dir_beside_local_results_else_state_dir_env_else_home(tmp_path, monkeypatch):
+    assert SweepPaths(str(tmp_path), "a").state_dir == tmp_path / "a"
+    remote = SweepPaths("s3://bucket/x", "a")
+    assert remote.state_dir == Path("~/sweep_state/a").expanduser()
+    assert remote.optuna_url == f"sqlite:///{Path('~/sweep_state/a/optuna.db').expanduser()}"
+    monkeypatch.setenv(STATE_DIR_ENV, str(tmp_path / "state"))
+    assert remote.state_dir == SweepPaths(str(tmp_path), "a").state_dir == tmp_path / "state" / "a"
+    with pytest.raises(LayoutError, match="s3://bucket/x: expected local"):
+        remote.local_experiment_dir()
+
+
+@pytest.mark.parametrize("command", [["report.py", "kl"], ["export.py", "kl", "-o", "bundle"]])
+def test_report_and_export_honour_the_storage_flag_and_environment(command, tmp_path, monkeypatch,
+                                                                   capsys):
+    main = {"report.py": report.main, "export.py": export.main}[command[0]]
+    monkeypatch.setenv(STORAGE_ENV, str(tmp_path / "env_storage"))
+    assert main(command[1:]) == 2
+    assert f"{tmp_path / 'env_storage' / 'kl' / 'sweep.json'}: no sweep state" in capsys.readouterr().err
+    assert main([*command[1:], "--storage-path", str(tmp_path / "flag")]) == 2
+    assert f"{tmp_path / 'flag' / 'kl' / 'sweep.json'}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script", ["run.py", "report.py", "export.py", "benchmark.py"])
+def test_every_sweeps_command_has_help_and_the_shared_flags(script):
+    done = subprocess.run([sys.executable, str(ROOT / "sweeps" / script), "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    if script != "benchmark.py":
+        assert "--storage-path" in done.stdout
+    if script in ("report.py", "export.py"):
+        assert "-o OUT, --out OUT" in done.stdout
+
+
+# ---- state ---------------------------------------------------------------------------------------
+
+def test_state_round_trip_merges_and_reports_missing_keys(tmp_path):
+    state_dir = tmp_path / "new" / "sweep"
+    assert update_state(state_dir, parent_run_id="abc", mode="max") == \
+        {"parent_run_id": "abc", "mode": "max"}
+    update_state(state_dir, max_t=6, mode="min")
+    assert load_state(state_dir) == {"parent_run_id": "abc", "mode": "min", "max_t": 6}
+    with pytest.raises(LayoutError, match=r"sweep\.json: missing key\(s\) study_name"):
+        load_state(state_dir, required=("max_t", "study_name"))
+    with pytest.raises(LayoutError, match="no sweep state here"):
+        load_state(tmp_path / "elsewhere")
+    (state_dir / "sweep.json").write_text("{not json")
+    with pytest.raises(LayoutError, match="not valid JSON"):
+        load_state(state_dir)
+
+
+def test_objective_mode_is_checked():
+    assert objective_mode({}) == "min" and objective_mode({"mode": "max"}) == "max"
+    with pytest.raises(LayoutError, match="key 'mode' is 'maximise'; expected one of min, max"):
+        objective_mode({"mode": "maximise"}, "x/sweep.json")
+
+
+# ---- ranking -------------------------------------------------------------------------------------
+
+def test_ranking_by_mode_with_missing_and_non_finite_values_last():
+    values = [("a", 2.0), ("b", None), ("c", 1.0), ("d", math.nan), ("e", 3.0), ("f", math.inf)]
+    order = [name for name, _ in ranked(values, "min", lambda item: item[1])]
+    assert order == ["c", "a", "e", "b", "d", "f"]
+    order = [name for name, _ in ranked(values, "max", lambda item: item[1])]
+    assert order == ["e", "a", "c", "b", "d", "f"]  # inf is a failure report, not the best
+    with pytest.raises(ValueError, match="expected one of min, max"):
+        ranked(values, "best", lambda item: item[1])
+
+
+# ---- trials read from their files ----------------------------------------------------------------
+
+def write_trial(experiment: Path, trial_id: str, objectives: list[float], started: float,
+                lr: float, failed: bool = False, checkpoints: int = 1) -> Path:
+    """The files Ray Tune writes for a trial (params.json, result.json lines, error.txt,
+    checkpoint_NNNNNN/model.ckpt)."""
+    folder = experiment / trial_dirname(trial_id)
+    folder.mkdir(parents=True)
+    (folder / "params.json").write_text(json.dumps({"optim.lr": lr}))
+    lines = [json.dumps({"trial_id": trial_id, "objective": value, "val/mel_distance": value,
+                         "step": 2 * (i + 1), "timestamp": started + 10 * (i + 1),
+                         "time_total_s": 10.0 * (i + 1), "config": {"ignored": 1}})
+             for i, value in enumerate(objectives)]
+    (folder / "result.json").write_text("\n".join(lines) + "\n")
+    for index in range(checkpoints):
+        (folder / f"checkpoint_{index:06d}").mkdir()
+        (folder / f"checkpoint_{index:06d}" / CHECKPOINT_FILE).write_bytes(b"ckpt")
+    if failed:
+        (folder / "error.txt").write_text("Traceback ...")
+    return folder
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_sweep_trials_best_first_failed_last_in_proposal_order(tmp_path, mode):
+    paths = SweepPaths(str(tmp_path), "s")
+    update_state(paths.state_dir, mode=mode, tracking_uri="sqlite:///x.db")
+    experiment = Path(paths.experiment_dir)
+    write_trial(experiment, "b", [5.0, 2.0], started=200.0, lr=1e-3, checkpoints=2)
+    write_trial(experiment, "a", [3.0], started=100.0, lr=1e-4)
+    write_trial(experiment, "c", [9.0, 1.0], started=300.0, lr=1e-2, failed=True)
+    (experiment / trial_dirname("d")).mkdir()  # started, nothing reported yet
+    state, trials = sweep_trials(paths)
+    assert state["tracking_uri"] == "sqlite:///x.db"
+    expected = {"min": ["b", "a", "c", "d"], "max": ["a", "b", "c", "d"]}[mode]  # unranked last
+    assert [t.trial_id for t in trials] == expected
+    by_id = {t.trial_id: t for t in trials}
+    assert [by_id[i].status for i in "abcd"] == ["TERMINATED", "TERMINATED", "ERROR", "PENDING"]
+    assert [by_id[i].order for i in "abcd"] == [1, 2, 3, 0]
+    assert by_id["b"].metrics == {"objective": 2.0, "val/mel_distance": 2.0, "step": 4.0}
+    assert by_id["b"].config == {"optim.lr": 1e-3}
+    assert by_id["b"].checkpoint == str(experiment / trial_dirname("b") / "checkpoint_000001")
+    assert by_id["d"].checkpoint is None and by_id["d"].objective is None
+
+
+def test_list_sweeps_needs_state_and_follows_the_state_dir(tmp_path, monkeypatch):
+    storage = tmp_path / "results"
+    update_state(storage / "with_state", mode="min")
+    (storage / "without_state").mkdir()
+    assert list_sweeps(str(storage)) == ["with_state"]
+    assert list_sweeps(str(tmp_path / "missing")) == []
+    monkeypatch.setenv(STATE_DIR_ENV, str(tmp_path / "state"))
+    update_state(tmp_path / "state" / "without_state", mode="min")
+    assert list_sweeps(str(storage)) == ["without_state"]
+    monkeypatch.setenv(STORAGE_ENV, str(storage))
+    assert list_sweeps() == ["without_state"]
+    with pytest.raises(LayoutError, match="s3://b: expected local"):
+        list_sweeps("s3://b")

@@ -1,0 +1,80 @@
+"""What every command shares: the flag names (-o/--out, --device, --tracking-uri), the parser
+layout, and ONE error convention — a user error (bad config key, missing or unreadable file,
+unusable bundle, dataset or latent file) is one line ``error: ...`` on stderr and exit status 2;
+anything else is a bug and keeps its traceback."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from collections.abc import Callable, Sequence
+
+USER_ERROR_EXIT = 2
+Main = Callable[[Sequence[str] | None], int]
+
+
+# (package, class) of each user-error type. Looked up in sys.modules rather than imported: an
+# exception can only have been raised once its module was imported, and ``--help`` should not pay
+# for torch, MLflow or musdb (nor break when an unrelated package fails to import).
+USER_ERROR_TYPES = (("vae.config", "ConfigError"), ("vae.data.musdb", "DatasetError"),
+                    ("vae.inference", "AudioError"), ("vae.inference", "BundleError"),
+                    ("vae.inference", "LatentFileError"))
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exception types that mean "the user asked for something unusable"; FileNotFoundError
+    stands for a path the user named (library code checks its own files before opening them)."""
+    types: list[type[BaseException]] = [FileNotFoundError]
+    for package, name in USER_ERROR_TYPES:
+        error = getattr(sys.modules.get(package), name, None)
+        if error is not None:
+            types.append(error)
+    return tuple(types)
+
+
+def fail(message: str) -> int:
+    """Print a user error as one line on stderr; the exit status for it."""
+    print(f"error: {message}", file=sys.stderr)
+    return USER_ERROR_EXIT
+
+
+def exits_on_user_error(main: Main) -> Main:
+    """Wraps a command's ``main(argv) -> int`` so user errors print one line and return 2."""
+
+    @functools.wraps(main)
+    def wrapper(argv: Sequence[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except Exception as exc:
+            if isinstance(exc, user_errors()):
+                return fail(str(exc) or type(exc).__name__)
+            raise
+
+    return wrapper
+
+
+def build_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """A parser whose description is the docstring's first line and epilog the rest."""
+    first, _, rest = doc.strip().partition("\n")
+    return argparse.ArgumentParser(prog=prog, description=first, epilog=rest.strip() or None,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_out(parser: argparse.ArgumentParser, help: str, required: bool = True) -> None:
+    parser.add_argument("-o", "--out", required=required, help=help)
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 "
+                        "(default: cpu)")
+
+
+def add_tracking_uri(parser: argparse.ArgumentParser, help: str | None = None) -> None:
+    parser.add_argument("--tracking-uri", help=help or "MLflow tracking URI, for models:/ and "
+                        "runs:/ model URIs (default: $MLFLOW_TRACKING_URI)")
+
+
+def run(main: Main) -> None:
+    """``if __name__ == "__main__": run(main)``: the process exits with main's status."""
+    sys.exit(main(None))

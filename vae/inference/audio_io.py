@@ -1,0 +1,195 @@
+"""Audio files in and out: anything libsndfile reads (wav, flac, ogg, aiff, mp3, ...).
+
+Audio is read in blocks, resampled to the model's rate by soxr (a streaming, band-limited
+resampler) and mono is widened to stereo (stereo is averaged for a mono model); more channels than
+the model takes is an error. Memory does not grow with the file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc",
+                    ".au", ".caf", ".w64", ".rf64")
+READ_BLOCK_FRAMES = 65536
+RESAMPLE_QUALITY = "HQ"
+
+AudioSource = str | Path | BinaryIO
+
+
+class AudioError(ValueError):
+    """Audio that cannot be used: unreadable, empty, unsupported channel count. Names the file."""
+
+
+def source_name(source: AudioSource) -> str:
+    """What error messages call ``source``: its path, or an uploaded file's name."""
+    return str(source) if isinstance(source, (str, Path)) else getattr(source, "name", "<audio>")
+
+
+def _open(source: AudioSource) -> sf.SoundFile:
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.exists():
+            raise AudioError(f"{path}: no such file")
+        if path.is_dir():
+            raise AudioError(f"{path}: is a folder, not an audio file")
+    else:
+        source.seek(0)
+    try:
+        return sf.SoundFile(source if not isinstance(source, Path) else str(source))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise AudioError(f"{source_name(source)}: not readable as audio ({exc})") from exc
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    name: str
+    sample_rate: int
+    channels: int
+    frames: int
+    format: str
+    subtype: str
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def audio_info(source: AudioSource, model_channels: int | None = None) -> AudioInfo:
+    """Header of an audio file; raises AudioError if it is unreadable, empty or has more channels
+    than ``model_channels`` can take."""
+    with _open(source) as f:
+        info = AudioInfo(source_name(source), f.samplerate, f.channels, f.frames, f.format,
+                         f.subtype)
+    if info.frames <= 0:
+        raise AudioError(f"{info.name}: contains no audio samples")
+    if model_channels is not None:
+        _check_channels(info.name, info.channels, model_channels)
+    return info
+
+
+def _check_channels(name: str, channels: int, model_channels: int) -> None:
+    if not (channels == model_channels or channels == 1 or (channels == 2 and model_channels == 1)):
+        raise AudioError(f"{name}: has {channels} channels; the model takes {model_channels} "
+                         "(mono is widened to stereo and stereo averaged for a mono model)")
+
+
+def adapt_channels(audio: np.ndarray, channels: int) -> np.ndarray:
+    """[frames, c] → [frames, channels]: mono duplicated to every channel, or averaged to mono."""
+    have = audio.shape[1]
+    if have == channels:
+        return audio
+    if have == 1:
+        return np.repeat(audio, channels, axis=1)
+    if channels == 1:
+        return audio.mean(axis=1, keepdims=True)
+    raise AudioError(f"cannot map {have} channels to {channels}")
+
+
+def _as_block(frames: np.ndarray, channels: int) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(adapt_channels(frames, channels).T))
+
+
+def stream_audio(source: AudioSource, sample_rate: int, channels: int,
+                 block_frames: int = READ_BLOCK_FRAMES) -> Iterator[torch.Tensor]:
+    """Blocks ``[channels, n]`` (float32) of the file at ``sample_rate``: read in blocks, resampled
+    by a soxr stream and widened, so memory does not grow with the file."""
+    name = source_name(source)
+    with _open(source) as f:
+        _check_channels(name, f.channels, channels)
+        resampler = (soxr.ResampleStream(f.samplerate, sample_rate, f.channels, dtype="float32",
+                                         quality=RESAMPLE_QUALITY)
+                     if f.samplerate != sample_rate else None)
+        try:
+            for block in f.blocks(block_frames, dtype="float32", always_2d=True):
+                if resampler is not None:
+                    block = resampler.resample_chunk(np.ascontiguousarray(block), last=False)
+                if len(block):
+                    yield _as_block(block, channels)
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise AudioError(f"{name}: read error ({exc})") from exc
+        if resampler is not None:
+            tail = resampler.resample_chunk(np.zeros((0, f.channels), dtype=np.float32), last=True)
+            if len(tail):
+                yield _as_block(tail, channels)
+
+
+def read_audio(source: AudioSource, sample_rate: int, channels: int) -> torch.Tensor:
+    """The whole file as ``[channels, samples]`` at ``sample_rate`` (see :func:`stream_audio`)."""
+    blocks = list(stream_audio(source, sample_rate, channels))
+    if not blocks:
+        raise AudioError(f"{source_name(source)}: contains no audio samples")
+    return torch.cat(blocks, dim=-1)
+
+
+def resample(audio: torch.Tensor, in_rate: int, out_rate: int) -> torch.Tensor:
+    """``[channels, samples]`` from ``in_rate`` to ``out_rate`` with soxr (HQ)."""
+    if in_rate == out_rate:
+        return audio
+    out = soxr.resample(np.ascontiguousarray(audio.detach().cpu().numpy().T), in_rate, out_rate,
+                        quality=RESAMPLE_QUALITY)
+    return torch.from_numpy(np.ascontiguousarray(out.T))
+
+
+def find_audio_files(inputs: Iterable[str | Path]) -> list[Path]:
+    """Files named, plus the audio files (by extension) anywhere under folders named, sorted per
+    folder. Raises AudioError for a missing path or a folder without audio."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*")
+                           if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+            if not found:
+                raise AudioError(f"{path}: no audio files in this folder (looked for "
+                                 f"{', '.join(AUDIO_EXTENSIONS)})")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise AudioError(f"{path}: no such file or folder")
+    if not files:
+        raise AudioError("no audio files given")
+    return files
+
+
+def write_audio(path: str | Path, blocks: Iterable[torch.Tensor], sample_rate: int,
+                out_sample_rate: int | None = None, subtype: str | None = None) -> tuple[Path, int]:
+    """Write blocks ``[channels, n]`` at ``sample_rate`` to ``path`` (format from its extension),
+    resampled to ``out_sample_rate`` on the way; returns the path and the samples written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out_rate = out_sample_rate or sample_rate
+    written = 0
+    handle = None
+    resampler = None
+    try:
+        for block in blocks:
+            data = np.ascontiguousarray(block.numpy().T.astype(np.float32))
+            if handle is None:
+                try:
+                    handle = sf.SoundFile(str(path), "w", out_rate, data.shape[1], subtype=subtype)
+                except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+                    raise AudioError(f"{path}: cannot write this format ({exc})") from exc
+                if out_rate != sample_rate:
+                    resampler = soxr.ResampleStream(sample_rate, out_rate, data.shape[1],
+                                                    dtype="float32", quality=RESAMPLE_QUALITY)
+            if resampler is not None:
+                data = resampler.resample_chunk(data, last=False)
+            handle.write(data)
+            written += len(data)
+        if handle is not None and resampler is not None:
+            tail = resampler.resample_chunk(np.zeros((0, handle.channels), np.float32), last=True)
+            handle.write(tail)
+            written += len(tail)
+    finally:
+        if handle is not None:
+            handle.close()
+    return path, written

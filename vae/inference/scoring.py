@@ -1,0 +1,206 @@
+"""Scoring reconstructions with the training validation's metrics (``vae.metrics.METRICS``).
+
+mel_distance, stft_distance and si_sdr are computed on consecutive segments of the bundle's
+``data.chunk_seconds`` (the validation chunk length) and averaged weighted by length; kl_kbps and
+active_units come from the posterior's mean-over-frames KL per channel, as ``val/kl_kbps``. Like
+validation, the reconstruction decodes the posterior mean."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vae.inference.audio_io import (AudioError, AudioSource, audio_info, find_audio_files,
+                                    stream_audio)
+from vae.inference.bundle import Bundle
+from vae.inference.loading import load_model
+from vae.inference.streaming import (DEFAULT_CHUNK_SECONDS, SampleCounter, chunk_frames_for,
+                                     decode_stream, encode_stream, rechunk, take)
+from vae.metrics import METRICS, active_units, audible_si_sdr, mel_distance, stft_distance
+from vae.model import Posterior, kl_to_kbps
+
+MIN_SCORE_SAMPLES = 2048  # the largest STFT window of the metrics
+SEGMENT_METRICS = ("mel_distance", "stft_distance", "si_sdr")  # scored on audio segments
+RATE_METRICS = ("kl_kbps", "active_units")  # from the posterior, weighted by latent frames
+if set(SEGMENT_METRICS + RATE_METRICS) != set(METRICS):  # a metric added to the table needs a scorer
+    raise RuntimeError(f"vae.inference.scoring scores {SEGMENT_METRICS + RATE_METRICS}, the metric "
+                       f"table has {tuple(METRICS)}")
+
+
+def kl_nats_summed_over_frames(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """KL(q || N(0, I)) of each latent channel of ``[latent_dim, frames]``, summed over frames
+    (float64, nats): [latent_dim]. The one place a file's per-channel KL is accumulated."""
+    return Posterior(mean.double(), std.double()).kl().sum(dim=-1)
+
+
+def rate_metrics(kl_sum: torch.Tensor, frames: int, frame_rate: float) -> dict[str, float]:
+    """kl_kbps and active_units from per-channel KL summed over ``frames`` latent frames."""
+    kl = kl_sum / frames
+    return {"kl_kbps": kl_to_kbps(float(kl.sum()), frame_rate), "active_units": active_units(kl)}
+
+
+class SegmentScorer:
+    """Scores (prediction, reference) blocks as training validation scores its chunks: the metrics
+    of vae.metrics on consecutive segments of ``segment`` samples (batched like validation batches),
+    averaged weighted by length. A short tail is merged into the segment before it. si_sdr skips
+    silent reference channels (undefined there) and is NaN when every one is silent."""
+
+    def __init__(self, sample_rate: int, segment: int, batch: int = 16) -> None:
+        self.sample_rate = sample_rate
+        self.segment = max(int(segment), MIN_SCORE_SAMPLES)
+        self.batch = batch
+        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._queue: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.totals = dict.fromkeys(SEGMENT_METRICS, 0.0)
+        self.weights = dict.fromkeys(SEGMENT_METRICS, 0)
+        self.segments = 0
+
+    def _add(self, name: str, value: torch.Tensor, weight: int) -> None:
+        self.totals[name] += float(value) * weight
+        self.weights[name] += weight
+
+    def _score(self, preds: torch.Tensor, refs: torch.Tensor) -> None:
+        """A batch [n, channels, L] of equal-length segments: each metric's batch value is the
+        mean over its segments, so it counts n · L samples."""
+        n, length = refs.shape[0], refs.shape[-1]
+        if length < MIN_SCORE_SAMPLES:
+            raise ValueError(f"too short to score: {length} samples at {self.sample_rate} Hz "
+                             f"(the metrics need at least {MIN_SCORE_SAMPLES})")
+        preds, refs = preds.float(), refs.float()
+        self._add("mel_distance", mel_distance(preds, refs, self.sample_rate), n * length)
+        self._add("stft_distance", stft_distance(preds, refs), n * length)
+        value, audible = audible_si_sdr(preds, refs)  # over audible channels only
+        self._add("si_sdr", value, audible * length)
+        self.segments += n
+
+    def _flush(self) -> None:
+        if self._queue:
+            self._score(torch.stack([p for p, _ in self._queue]),
+                        torch.stack([r for _, r in self._queue]))
+            self._queue = []
+
+    def _enqueue(self, pred: torch.Tensor, ref: torch.Tensor) -> None:
+        if self._queue and self._queue[0][1].shape != ref.shape:
+            self._flush()
+        self._queue.append((pred, ref))
+        if len(self._queue) >= self.batch:
+            self._flush()
+
+    def add_segment(self, pred: torch.Tensor, ref: torch.Tensor) -> None:
+        """One segment of at most ``segment`` samples (as :func:`rechunk` gives)."""
+        if pred.shape != ref.shape:
+            raise ValueError(f"prediction {tuple(pred.shape)} and reference {tuple(ref.shape)} differ")
+        if self._pending is not None:
+            if ref.shape[-1] < self.segment // 2:  # a short tail: merge it into the pending one
+                p, r = self._pending
+                self._pending = (torch.cat([p, pred], -1), torch.cat([r, ref], -1))
+                return
+            self._enqueue(*self._pending)
+        self._pending = (pred, ref)
+
+    def add(self, pred: torch.Tensor, ref: torch.Tensor) -> None:
+        """A whole signal pair (any length), segmented here."""
+        for p, r in zip(rechunk([pred], self.segment), rechunk([ref], self.segment)):
+            self.add_segment(p, r)
+
+    def result(self) -> dict[str, float]:
+        if self._pending is not None:
+            self._enqueue(*self._pending)
+            self._pending = None
+        self._flush()
+        return {k: (self.totals[k] / self.weights[k] if self.weights[k] else float("nan"))
+                for k in self.totals}
+
+
+def metric_segment_samples(bundle: Bundle) -> int:
+    """The validation chunk length of the bundle's config, in samples."""
+    return round(bundle.config.data.chunk_seconds * bundle.config.model.sample_rate)
+
+
+def score(bundle: Bundle, reconstruction: torch.Tensor, reference: torch.Tensor,
+          mean: torch.Tensor, std: torch.Tensor) -> dict[str, float]:
+    """Every metric of the table for an in-memory reconstruction ``[channels, T]``."""
+    scorer = SegmentScorer(bundle.config.model.sample_rate, metric_segment_samples(bundle))
+    scorer.add(reconstruction, reference)
+    kl_sum = kl_nats_summed_over_frames(mean, std)
+    return {**scorer.result(), **rate_metrics(kl_sum, mean.shape[-1], bundle.model.frame_rate)}
+
+
+def _encode_for_scoring(bundle: Bundle, source: AudioSource, chunk: int
+                        ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Posterior means ``[latent_dim, frames]``, per-channel KL summed over frames, samples read."""
+    cfg = bundle.config.model
+    counter = SampleCounter(stream_audio(source, cfg.sample_rate, cfg.audio_channels))
+    kl_sum = torch.zeros(cfg.latent_dim, dtype=torch.float64)
+    means = []
+    for mean, std in encode_stream(bundle.model, counter, chunk):
+        kl_sum += kl_nats_summed_over_frames(mean, std)
+        means.append(mean)
+    latent = torch.cat(means, dim=-1) if means else torch.zeros(cfg.latent_dim, 0)
+    return latent, kl_sum, counter.samples
+
+
+def evaluate_file(bundle: Bundle, source: AudioSource, chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+                  segment_samples: int | None = None) -> dict[str, Any]:
+    """Metrics of one file, in two streaming passes (encode; then decode beside a re-read of the
+    input), so memory stays bounded for any length."""
+    cfg = bundle.config.model
+    model = bundle.model
+    info = audio_info(source, cfg.audio_channels)
+    chunk = chunk_frames_for(model, chunk_seconds)
+    latent, kl_sum, length = _encode_for_scoring(bundle, source, chunk)
+    frames = latent.shape[-1]
+    if not frames:
+        raise AudioError(f"{info.name}: contains no audio samples")
+    scorer = SegmentScorer(cfg.sample_rate, segment_samples or metric_segment_samples(bundle))
+    predictions = rechunk(take(decode_stream(model, latent, chunk), length), scorer.segment)
+    references = rechunk(stream_audio(source, cfg.sample_rate, cfg.audio_channels), scorer.segment)
+    try:
+        for pred, ref in zip(predictions, references, strict=True):
+            scorer.add_segment(pred, ref)
+        metrics = scorer.result()
+    except ValueError as exc:
+        raise AudioError(f"{info.name}: {exc}") from exc
+    return {"file": info.name, "duration_s": length / cfg.sample_rate,
+            "input_sample_rate": info.sample_rate, "input_channels": info.channels, **metrics,
+            **rate_metrics(kl_sum, frames, model.frame_rate),
+            "weights": {**scorer.weights, **dict.fromkeys(RATE_METRICS, frames)}}
+
+
+def mean_metrics(results: list[dict[str, Any]]) -> dict[str, float]:
+    """Across files as validation averages across chunks: weighted by scored samples (frames for
+    the latent rate); si_sdr only over non-silent audio."""
+    out = {}
+    for name in METRICS:
+        pairs = [(r[name], r["weights"][name]) for r in results
+                 if r["weights"][name] and not math.isnan(r[name])]
+        total = sum(w for _, w in pairs)
+        out[name] = sum(v * w for v, w in pairs) / total if total else float("nan")
+    return out
+
+
+def evaluate_files(model: str, inputs: Iterable[str | Path],
+                   chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+                   segment_seconds: float | None = None, device: str = "cpu",
+                   tracking_uri: str | None = None,
+                   progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Every audio file under ``inputs`` scored by ``model`` (a bundle folder or MLflow URI): per
+    file and the mean. Raises AudioError / BundleError for bad input, before any file is processed
+    where it can."""
+    files = find_audio_files(inputs)
+    bundle = load_model(model, device, tracking_uri)
+    for file in files:
+        audio_info(file, bundle.config.model.audio_channels)
+    segment = round(segment_seconds * bundle.config.model.sample_rate) if segment_seconds else None
+    results = []
+    for file in files:
+        results.append(evaluate_file(bundle, file, chunk_seconds, segment))
+        if progress:
+            progress(results[-1])
+    return {"model": model, "bundle": str(bundle.path), "provenance": bundle.provenance,
+            "sample_rate": bundle.config.model.sample_rate, "files": results,
+            "mean": mean_metrics(results)}
