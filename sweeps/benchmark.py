@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from sweeps.layout import OBJECTIVE, SweepPaths, ranked
+from sweeps.layout import SweepPaths, ranked, trial_value
 from vae.cli import common
 
 TINY = {
@@ -108,7 +108,7 @@ def asha_figures(root: Path, args: argparse.Namespace) -> dict[str, float]:
                           args.asha_val_every)
         wall, analysis, _ = run(root, spec)
         iterations = sum(int((t.last_result or {}).get("training_iteration", 0)) for t in analysis.trials)
-        objectives = [(t.last_result or {}).get(OBJECTIVE) for t in analysis.trials]
+        objectives = [trial_value(t.last_result) for t in analysis.trials]
         best = ranked(objectives, spec["objective"]["mode"], lambda value: value)
         results[label] = {"wall_s": wall, "iterations": iterations,
                           "best": best[0] if best and best[0] is not None else float("inf")}

@@ -27,7 +27,8 @@ class ParamKind(BaseModel, ABC):
     """One searched config value. ``condition``: sample it only when earlier categorical params
     took these values (so TPE never models a value that had no effect)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # inf/nan bounds compare as ordered numbers and would reach Optuna: refuse them
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     type: str
     condition: dict[str, Any] | None = None
 

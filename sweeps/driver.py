@@ -8,7 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sweeps.layout import OBJECTIVE, SweepPaths, ranked, trial_dirname, trial_id_of, update_state
+from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, OBJECTIVE, SweepPaths, ranked, trial_dirname,
+                           record_outcomes, trial_id_of, trial_outcome, trial_value,
+                           update_state)
+
+# Checkpoints a trial keeps by score (Ray also keeps the latest, so a trial can always resume).
+CHECKPOINTS_TO_KEEP = 1
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,7 @@ def make_trainable(space: Any, paths: SweepPaths, track: SweepTracking) -> Any:
         sweep_name=paths.name, base_config=space.base_config.to_dict(),
         tracking_uri=trial_tracking_uri,
         experiment_id=track.experiment_id, parent_run_id=track.parent_run_id,
-        objective_metric=spec.objective.metric,
+        objective_metric=spec.objective.metric, mode=spec.objective.mode,
         max_kbps=budget.max_kbps if budget else None,
         penalty_per_kbps=budget.penalty_per_kbps if budget else 1.0,
         cpus_per_trial=spec.resources.cpu, json_params=space.json_params)
@@ -110,13 +115,17 @@ def make_tuner(space: Any, paths: SweepPaths, trainable: Any, callbacks: list[An
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            metric=OBJECTIVE, mode=spec.objective.mode, search_alg=searcher,
+            # ASHA and Optuna rank a trial by its best report so far, not its last.
+            metric=BEST_OBJECTIVE, mode=spec.objective.mode, search_alg=searcher,
             scheduler=scheduler, num_samples=spec.num_samples,
             max_concurrent_trials=spec.max_concurrent_trials, reuse_actors=reuse_actors,
             trial_name_creator=trial_name, trial_dirname_creator=trial_name),
         run_config=tune.RunConfig(
             name=paths.name, storage_path=paths.storage_path, callbacks=callbacks,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            # Keep the best-scored checkpoint: the one export and the app load.
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=CHECKPOINTS_TO_KEEP, checkpoint_score_attribute=OBJECTIVE,
+                checkpoint_score_order=spec.objective.mode),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             verbose=1),
     )
@@ -134,8 +143,11 @@ def reconcile_outcomes(results: Any, space: Any, paths: SweepPaths,
         trial_id = result.metrics.get("trial_id") if result.metrics else None
         trial_id = trial_id or trial_id_of(result.path)
         progress = int((result.metrics or {}).get(time_attr, 0))
-        outcome = tracking.trial_outcome(bool(result.error), progress, space.max_t)
+        outcome = trial_outcome(bool(result.error), progress, space.max_t)
         outcomes[trial_id] = (outcome, repr(result.error)[-4900:] if result.error else None)
+    # Recorded for the readers of the sweep's files (the app): a retried trial that finished is
+    # completed although its error file stays.
+    record_outcomes(paths.state_dir, {k: outcome for k, (outcome, _) in outcomes.items()})
     counts = tracking.reconcile(track.client, track.experiment_id, track.parent_run_id, outcomes)
     orphans = fail_orphaned_trials(paths.optuna_url, paths.name)
     return {"trials": counts, "orphans": orphans}
@@ -146,13 +158,14 @@ def run_sweep(space: Any, paths: SweepPaths, *, tracking_uri: str | None = None,
               reuse_actors: bool = True, report: bool = True,
               extra_callbacks: list[Any] = ()) -> dict[str, Any]:
     """Run (or resume) the sweep to the end; returns a summary."""
+    from sweeps import tracking
     from sweeps.tracking import TrialRunStatusCallback
 
     track = open_tracking(space, paths, tracking_uri, resume)
     start_ray(address, num_cpus)
     status_callback = TrialRunStatusCallback(track.tracking_uri, track.experiment_id,
                                              track.parent_run_id, space.max_t,
-                                             space.spec.scheduler.time_attr)
+                                             space.spec.scheduler.time_attr, paths.state_dir)
     tuner = make_tuner(space, paths, make_trainable(space, paths, track),
                        [status_callback, *extra_callbacks], resume=resume,
                        reuse_actors=reuse_actors)
@@ -163,11 +176,15 @@ def run_sweep(space: Any, paths: SweepPaths, *, tracking_uri: str | None = None,
         "mlflow": {"tracking_uri": track.tracking_uri, "parent_run_id": track.parent_run_id},
         "optuna_storage": paths.optuna_url, "trials": reconciled["trials"],
         "optuna_orphans_failed": reconciled["orphans"]}
-    ok = [r for r in results if not r.error and r.metrics and OBJECTIVE in r.metrics]
+    ok = [r for r in results if not r.error and trial_value(r.metrics) is not None]
     if ok:
-        best = ranked(ok, space.spec.objective.mode, lambda r: r.metrics[OBJECTIVE])[0]
+        best = ranked(ok, space.spec.objective.mode, lambda r: trial_value(r.metrics))[0]
         summary["best"] = {"trial_id": best.metrics.get("trial_id"),
-                           "objective": best.metrics[OBJECTIVE], "config": dict(best.config)}
+                           BEST_OBJECTIVE: trial_value(best.metrics),
+                           BEST_STEP: best.metrics.get(BEST_STEP, best.metrics.get("step")),
+                           "config": dict(best.config)}
+        tracking.log_sweep_best(track.client, track.experiment_id, track.parent_run_id,
+                                summary["best"]["trial_id"], summary["best"][BEST_OBJECTIVE])
     if report and ok:
         summary["report"] = str(log_report(paths, track))
     track.client.set_terminated(track.parent_run_id, "FINISHED")

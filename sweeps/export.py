@@ -1,7 +1,9 @@
 """Export the best trial of a sweep: ``sweep-export SWEEP -o DIR [--register NAME]``
 
-DIR gets the weights (safetensors, no pickle), the resolved config, the trial's metrics and its
-provenance (sweep, trial id, MLflow run id, checkpoint step); ``vae.inference.load_bundle(DIR)``
+The best trial is the one with the best ``best_objective`` (its best report, not its last), and
+its checkpoint is the one saved at that report (Tune keeps it by score). DIR gets the weights
+(safetensors, no pickle), the resolved config, that report's metrics and the provenance (sweep,
+trial id, MLflow run id, checkpoint step and objective); ``vae.inference.load_bundle(DIR)``
 loads it. ``--register NAME`` also registers it in MLflow with the alias ``champion``."""
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sweeps.layout import (CHECKPOINT_FILE, OBJECTIVE, LayoutError, SweepPaths,
-                           add_storage_argument, load_state, objective_mode, ranked)
+from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, CHECKPOINT_FILE, OBJECTIVE, LayoutError,
+                           SweepPaths, add_storage_argument, load_state, objective_mode, ranked,
+                           trial_value)
 from vae.cli import common
 from vae.metrics import VALIDATION_PREFIX
 
@@ -21,38 +24,54 @@ STATE_KEYS = ("tracking_uri", "experiment_id", "parent_run_id")
 
 
 def best_trial(paths: SweepPaths) -> tuple[Any, Any, dict[str, Any]]:
-    """(analysis, trial, state) of the best non-failed trial by its last reported objective."""
+    """(analysis, trial, state) of the best non-failed trial by its best reported objective."""
     from ray.tune import ExperimentAnalysis
 
     state = load_state(paths.state_dir, required=STATE_KEYS)
     analysis = ExperimentAnalysis(paths.experiment_dir)
     candidates = [t for t in analysis.trials
-                  if t.status != "ERROR" and (t.last_result or {}).get(OBJECTIVE) is not None]
+                  if t.status != "ERROR" and trial_value(t.last_result) is not None]
     if not candidates:
         raise LookupError(f"{paths.experiment_dir}: no trial finished with an objective to rank by")
-    best = ranked(candidates, objective_mode(state), lambda t: t.last_result[OBJECTIVE])[0]
+    best = ranked(candidates, objective_mode(state), lambda t: trial_value(t.last_result))[0]
     return analysis, best, state
+
+
+def best_checkpoint(trial: Any) -> tuple[Any, dict[str, Any]]:
+    """(checkpoint, the metrics reported with it) of the trial's best report: the kept checkpoint
+    saved at its best_step (sweeps.records.best_result's rule); the latest for older sweeps."""
+    kept = [(r.checkpoint, r.metrics)
+            for r in trial.run_metadata.checkpoint_manager.best_checkpoint_results]
+    if not kept:
+        raise LookupError(f"trial {trial.trial_id} has no checkpoint")
+    best_step = (trial.last_result or {}).get(BEST_STEP)
+    at_step = [item for item in kept if best_step is not None and item[1].get("step") == best_step]
+    if at_step:
+        return at_step[-1]
+    return max(kept, key=lambda item: item[1].get("training_iteration", 0))
 
 
 def export_best(paths: SweepPaths, out_dir: str | Path, register: str | None = None) -> dict[str, Any]:
     from sweeps.tracking import client_for, find_child_run
     from vae.inference.bundle import bundle_from_checkpoint
 
-    analysis, trial, state = best_trial(paths)
-    checkpoint = analysis.get_last_checkpoint(trial)
-    if checkpoint is None:
-        raise LookupError(f"trial {trial.trial_id} of {paths.name} has no checkpoint")
+    _, trial, state = best_trial(paths)
+    checkpoint, reported = best_checkpoint(trial)
     client = client_for(state["tracking_uri"])
     run_id = find_child_run(client, state["experiment_id"], state["parent_run_id"], trial.trial_id)
-    metrics = {k: float(v) for k, v in trial.last_result.items()
-               if k.startswith(VALIDATION_PREFIX) or k == OBJECTIVE}
+    metrics = {k: float(v) for k, v in reported.items()
+               if (k.startswith(VALIDATION_PREFIX) or k in (OBJECTIVE, BEST_OBJECTIVE, BEST_STEP))
+               and isinstance(v, (int, float))}
     provenance = {"sweep": paths.name, "experiment_dir": paths.experiment_dir,
                   "trial_id": trial.trial_id, "mlflow_run_id": run_id,
-                  "mlflow_tracking_uri": state["tracking_uri"], "searched": dict(trial.config)}
+                  "mlflow_tracking_uri": state["tracking_uri"], "searched": dict(trial.config),
+                  "checkpoint_objective": reported.get(OBJECTIVE),
+                  "checkpoint_reported_step": reported.get("step")}
     with checkpoint.as_directory() as folder:
         out = bundle_from_checkpoint(Path(folder) / CHECKPOINT_FILE, out_dir, metrics, provenance)
     result: dict[str, Any] = {"bundle": str(Path(out).resolve()), "trial_id": trial.trial_id,
-                              "objective": metrics.get(OBJECTIVE), "mlflow_run_id": run_id}
+                              "objective": metrics.get(OBJECTIVE), "step": reported.get("step"),
+                              "mlflow_run_id": run_id}
     if register:
         result["registered"] = register_bundle(out, register, state["tracking_uri"], run_id)
     return result

@@ -8,6 +8,8 @@ On disk (STORAGE is ``--storage-path``, else ``$SWEEP_STORAGE``, else ./sweep_re
         trial_<id>/result.json       one JSON result per line        (written by Ray Tune)
         trial_<id>/error.txt         present when the trial failed   (written by Ray Tune)
         trial_<id>/checkpoint_NNNNNN/model.ckpt   a Lightning checkpoint (sweeps/trial.py)
+        trial_<id>/checkpoint_NNNNNN/running_best.json  its report's step and objective and the
+                                     trial's running best then (restored on resume)
     STATE/NAME/sweep.json            driver state: parent run, study, objective mode, horizon
     STATE/NAME/optuna.db             the Optuna study (sqlite, so Optuna Dashboard works)
     STATE/NAME/report/               the end-of-sweep report
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from vae.metrics import VALIDATION_PREFIX, rank_key
+from vae.metrics import rank_key
 
 STORAGE_ENV = "SWEEP_STORAGE"
 STATE_DIR_ENV = "SWEEP_STATE_DIR"
@@ -43,8 +45,12 @@ PARAMS_FILE = "params.json"
 RESULT_FILE = "result.json"
 ERROR_FILES = ("error.txt", "error.pkl")
 CHECKPOINT_DIR_GLOB = "checkpoint_*"
-OBJECTIVE = "objective"  # the scalar every trial reports and ASHA/Optuna rank by
+OBJECTIVE = "objective"  # the scalar of this validation
+BEST_OBJECTIVE = "best_objective"  # the trial's best objective so far: what every tool ranks by
+BEST_STEP = "best_step"  # the training step where the trial reached it
+RUNNING_BEST_FILE = "running_best.json"  # in each Tune checkpoint folder, beside model.ckpt
 MODES = ("min", "max")
+OUTCOMES = ("completed", "pruned", "failed")
 
 T = TypeVar("T")
 
@@ -143,8 +149,18 @@ def update_state(state_dir: Path, **values: Any) -> dict[str, Any]:
     state = json.loads(state_file.read_text()) if state_file.is_file() else {}
     state.update(values)
     state_dir.mkdir(parents=True, exist_ok=True)
-    state_file.write_text(json.dumps(state, indent=2))
+    # Written whole then renamed: the app may read it while the driver writes.
+    partial = state_file.with_suffix(".json.partial")
+    partial.write_text(json.dumps(state, indent=2))
+    os.replace(partial, state_file)
     return state
+
+
+def record_outcomes(state_dir: Path, outcomes: dict[str, str]) -> None:
+    """Add trials' final outcomes (trial id -> completed / pruned / failed) to the state."""
+    state_file = state_dir / STATE_FILE
+    known = json.loads(state_file.read_text()).get("outcomes", {}) if state_file.is_file() else {}
+    update_state(state_dir, outcomes={**known, **outcomes})
 
 
 def load_state(state_dir: Path, required: Iterable[str] = ()) -> dict[str, Any]:
@@ -182,69 +198,25 @@ def ranked(items: Iterable[T], mode: str, objective: Callable[[T], float | None]
     return sorted(items, key=lambda item: rank_key(objective(item), mode))
 
 
-# ---- a trial's files, read locally ---------------------------------------------------------------
-
-@dataclass
-class TrialRecord:
-    """A trial as its files on disk describe it."""
-
-    trial_id: str
-    status: str  # ERROR, TERMINATED (has results) or PENDING (none yet)
-    config: dict[str, Any]  # the sampled values (params.json)
-    metrics: dict[str, float]  # the last result's validation metrics, objective and step
-    checkpoint: str | None  # the last checkpoint folder holding a model.ckpt
-    order: int = 0  # the searcher proposed it as its order-th trial (1-based; 0 unknown)
-
-    @property
-    def objective(self) -> float | None:
-        return self.metrics.get(OBJECTIVE)
+def trial_value(result: dict[str, Any] | None) -> float | None:
+    """THE value a trial is ranked by, from its last result: the best objective it reported
+    (the last objective for a sweep run before trials reported their best)."""
+    result = result or {}
+    value = result.get(BEST_OBJECTIVE, result.get(OBJECTIVE))
+    return float(value) if isinstance(value, (int, float)) else None
 
 
-def read_results(trial_dir: Path) -> list[dict[str, Any]]:
-    results_file = trial_dir / RESULT_FILE
-    if not results_file.is_file():
-        return []
-    return [json.loads(line) for line in results_file.read_text().splitlines() if line.strip()]
+def improves(value: float, best: float | None, mode: str) -> bool:
+    """Whether ``value`` beats the running ``best`` (strictly: a tie keeps the earlier step)."""
+    return rank_key(value, mode) < rank_key(best, mode)
 
 
-def read_trial(trial_dir: Path) -> TrialRecord:
-    results = read_results(trial_dir)
-    last = results[-1] if results else {}
-    params_file = trial_dir / PARAMS_FILE
-    config = json.loads(params_file.read_text()) if params_file.is_file() else {}
-    metrics = {k: float(v) for k, v in last.items()
-               if (k.startswith(VALIDATION_PREFIX) or k in (OBJECTIVE, "step"))
-               and isinstance(v, (int, float))}
-    checkpoints = sorted(p for p in trial_dir.glob(CHECKPOINT_DIR_GLOB)
-                         if (p / CHECKPOINT_FILE).is_file())
-    failed = any((trial_dir / name).is_file() for name in ERROR_FILES)
-    # Wall-clock start: the first result's timestamp less the time it took to get there.
-    started = results[0].get("timestamp", 0) - results[0].get("time_total_s", 0) if results else 0
-    return TrialRecord(trial_id=last.get("trial_id") or trial_id_of(trial_dir),
-                       status="ERROR" if failed else ("TERMINATED" if results else "PENDING"),
-                       config=config, metrics=metrics,
-                       checkpoint=str(checkpoints[-1]) if checkpoints else None, order=int(started))
-
-
-def list_sweeps(storage_path: str | None = None) -> list[str]:
-    """Names of the sweeps under the storage that have driver state (sweep.json)."""
-    storage = local_storage(storage_path)
-    if not storage.is_dir():
-        return []
-    return sorted(child.name for child in storage.iterdir() if child.is_dir()
-                  and SweepPaths(str(storage), child.name).state_file.is_file())
-
-
-def sweep_trials(paths: SweepPaths) -> tuple[dict[str, Any], list[TrialRecord]]:
-    """The sweep's state and its trials read from local files, best first (failed trials last)."""
-    state = load_state(paths.state_dir)
-    mode = objective_mode(state, paths.state_file)
-    experiment = paths.local_experiment_dir()
-    trials = [read_trial(d) for d in sorted(experiment.glob(TRIAL_DIR_PREFIX + "*")) if d.is_dir()]
-    # Proposal order: trials start in the order the searcher proposed them.
-    for rank, trial in enumerate(sorted((t for t in trials if t.order), key=lambda t: t.order), 1):
-        trial.order = rank
-    return state, ranked(trials, mode, lambda t: None if t.status == "ERROR" else t.objective)
+def trial_outcome(errored: bool, progress: int, max_t: int) -> str:
+    """failed / completed / pruned for a trial that ended: one that stopped before the scheduler's
+    horizon without an error was stopped by ASHA. THE outcome rule of MLflow, report and app."""
+    if errored:
+        return "failed"
+    return "completed" if progress >= max_t else "pruned"
 
 
 # ---- the command line ----------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Compare the trials of a sweep: ``sweep-report SWEEP [--storage-path P] [-o DIR]``
 
-Writes ``trials.csv`` and ``trials.md`` (sorted by the objective, with outcome and searched
-values), ``summary.json`` (outcome counts, compute spent vs running every trial to max_t,
+Writes ``trials.csv`` and ``trials.md`` (best first by each trial's best objective, with the step
+it was reached at, the metrics of that report, the outcome and the searched values), ``summary.json`` (outcome counts, compute spent vs running every trial to max_t,
 parameter importance), ``rate_distortion.png`` (every trial, Pareto front) and
 ``learning_curves.png`` (the top trials)."""
 
@@ -14,40 +14,49 @@ from typing import Any
 
 import pandas as pd
 
-from sweeps.layout import (OBJECTIVE, LayoutError, SweepPaths, add_storage_argument, load_state,
-                           objective_mode, ranked)
-from sweeps.tracking import trial_outcome
+from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, OBJECTIVE, LayoutError, SweepPaths,
+                           add_storage_argument, load_state, objective_mode, ranked, trial_outcome,
+                           trial_value)
+from sweeps.records import best_result
 from vae.cli import common
 from vae.metrics import METRICS as METRIC_TABLE
 
-# The report's columns: the objective, then every metric of the table.
+# The report's metric columns (at each trial's best report): the objective, then the table's.
 METRICS = [OBJECTIVE, *(metric.key for metric in METRIC_TABLE.values())]
 STATE_KEYS = ("time_attr", "max_t", "study_name")
-RATE, DISTORTION = METRIC_TABLE["kl_kbps"].key, METRIC_TABLE["mel_distance"].key
+# The KL is a rate only for a decoder given a posterior sample: pair it with the sampled distortion.
+RATE, DISTORTION = METRIC_TABLE["kl_kbps"].key, METRIC_TABLE["mel_distance_sampled"].key
 
 
 def trial_table(experiment_dir: str, state: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
-    """One row per trial (sorted best first) and each trial's reported history."""
+    """One row per trial (best first by its best objective) and each trial's reported history."""
     from ray.tune import ExperimentAnalysis
 
     analysis = ExperimentAnalysis(experiment_dir)
     histories = analysis.trial_dataframes
-    time_attr, max_t = state["time_attr"], state["max_t"]
-    rows = []
-    for trial in analysis.trials:
-        last = trial.last_result or {}
-        progress = int(last.get(time_attr, 0) or 0)
-        outcome = trial_outcome(trial.status == "ERROR", progress, max_t) \
-            if trial.status in ("ERROR", "TERMINATED") else trial.status.lower()
-        row = {"trial_id": trial.trial_id, "outcome": outcome,
-               "iterations": int(last.get("training_iteration", 0) or 0),
-               "step": int(last.get("step", 0) or 0)}
-        row.update({m: last.get(m) for m in METRICS})
-        row.update({f"param:{k}": v for k, v in (trial.config or {}).items()})
-        rows.append(row)
-    rows = ranked(rows, objective_mode(state), lambda row: row[OBJECTIVE])
+    mode = objective_mode(state)
+    rows = [trial_row(trial, histories.get(trial.trial_id), state) for trial in analysis.trials]
+    rows = ranked(rows, mode, lambda row: None if row["outcome"] == "failed" else row[BEST_OBJECTIVE])
     table = pd.DataFrame(rows)
     return table, {t.trial_id: histories.get(t.trial_id, pd.DataFrame()) for t in analysis.trials}
+
+
+def trial_row(trial: Any, history: pd.DataFrame | None, state: dict[str, Any]) -> dict[str, Any]:
+    """The trial's outcome, best objective and its step, progress, the metrics of its best report
+    (the one its exported checkpoint was saved with) and its searched values."""
+    last = trial.last_result or {}
+    progress = int(last.get(state["time_attr"], 0) or 0)
+    outcome = trial_outcome(trial.status == "ERROR", progress, state["max_t"]) \
+        if trial.status in ("ERROR", "TERMINATED") else trial.status.lower()
+    records = history.to_dict("records") if history is not None and not history.empty else [last]
+    best = best_result(records)
+    row = {"trial_id": trial.trial_id, "outcome": outcome, BEST_OBJECTIVE: trial_value(last),
+           BEST_STEP: best.get("step"),
+           "iterations": int(last.get("training_iteration", 0) or 0),
+           "step": int(last.get("step", 0) or 0)}
+    row.update({m: best.get(m) for m in METRICS})
+    row.update({f"param:{k}": v for k, v in (trial.config or {}).items()})
+    return row
 
 
 def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:

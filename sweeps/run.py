@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any
 
 from sweeps.layout import SweepPaths, add_storage_argument
@@ -48,6 +49,19 @@ def resume_problem(paths: SweepPaths, resume: bool) -> str | None:
     return None
 
 
+def local_cpu_problem(space: Any, address: str | None, num_cpus: int | None) -> str | None:
+    """Why a local Ray could never place one trial (Tune would wait forever); a cluster
+    (--address) is checked by Ray itself, as its size is not known here."""
+    if address is not None:
+        return None
+    available = num_cpus or os.cpu_count() or 1
+    wanted = space.spec.resources.cpu
+    if wanted > available:
+        return (f"{space.path}: resources.cpu: {wanted:g} CPUs per trial, but the local Ray has "
+                f"{available} (--num-cpus or this machine); lower it, or pass --address")
+    return None
+
+
 @common.exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -63,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         space = load_space(args.space, overrides)
     except SpaceError as exc:
         return common.fail(str(exc))
+    problem = local_cpu_problem(space, args.address, args.num_cpus)
+    if problem:
+        return common.fail(problem)
     paths = SweepPaths.resolve(args.storage_path, args.name or space.name)
     problem = resume_problem(paths, args.resume)
     if problem:

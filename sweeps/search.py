@@ -3,13 +3,18 @@ Optuna the truth about trials ASHA stopped."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search.optuna import OptunaSearch
 
+from sweeps.layout import BEST_OBJECTIVE
 from sweeps.space import SearchSpace
+
+RAY_TRIAL_ATTR, MLFLOW_RUN_ATTR = "ray_trial_id", "mlflow_run_id"  # Optuna user attributes
 
 
 def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
@@ -29,7 +34,9 @@ def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
 class PruneAwareOptunaSearch(OptunaSearch):
     """Ray's OptunaSearch tells Optuna COMPLETE with the last value for a trial ASHA stopped, and
     COMPLETE for an errored trial that reported once; that misleads TPE. Here a trial that ended
-    before ``max_t`` is PRUNED (its intermediate values stay), and an errored one is FAIL."""
+    before ``max_t`` is PRUNED (its intermediate values stay), and an errored one is FAIL. The
+    metric is the trial's best so far, so a COMPLETE value and a PRUNED trial's last intermediate
+    value are both its best report. Each Optuna trial carries its Ray trial id and MLflow run id."""
 
     def __init__(self, *args: Any, max_t: int, time_attr: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -43,10 +50,25 @@ class PruneAwareOptunaSearch(OptunaSearch):
         frozen = self._ot_study.get_trials(deepcopy=False)[number]
         return frozen.state.is_finished()
 
+    def suggest(self, trial_id: str) -> dict | None:
+        params = super().suggest(trial_id)
+        if trial_id in self._ot_trials:
+            self._ot_trials[trial_id].set_user_attr(RAY_TRIAL_ATTR, trial_id)
+        return params
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._ot_trials and self._already_finished(trial_id):
             return
         super().on_trial_result(trial_id, result)
+        self._tag_run(trial_id, result)
+
+    def _tag_run(self, trial_id: str, result: dict | None) -> None:
+        """The trial's MLflow run id (reported with its results) as an Optuna user attribute."""
+        run_id = (result or {}).get(MLFLOW_RUN_ATTR)
+        tagged = self.__dict__.setdefault("_tagged_runs", set())  # absent in an older pickle
+        if run_id and trial_id in self._ot_trials and trial_id not in tagged:
+            self._ot_trials[trial_id].set_user_attr(MLFLOW_RUN_ATTR, run_id)
+            tagged.add(trial_id)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
@@ -55,6 +77,8 @@ class PruneAwareOptunaSearch(OptunaSearch):
             self._completed_trials.add(trial_id)
             return
         progress = int((result or {}).get(self.time_attr, 0))
+        self._tag_run(trial_id, result)
+        self._report_final(trial_id, result)
         if error or not result or self.metric not in result:
             state, value = (TrialState.FAIL if error else TrialState.PRUNED), None
         elif progress < self.max_t:
@@ -64,14 +88,28 @@ class PruneAwareOptunaSearch(OptunaSearch):
         self._ot_study.tell(self._ot_trials[trial_id], value, state=state)
         self._completed_trials.add(trial_id)
 
+    def _report_final(self, trial_id: str, result: dict | None) -> None:
+        """Tune hands the result that ends a trial to on_trial_complete only: record it as an
+        intermediate value too, so a PRUNED trial's last one is its best report, as elsewhere."""
+        if not result or self.metric not in result or TRAINING_ITERATION not in result:
+            return
+        with warnings.catch_warnings():  # a step already reported is kept (Optuna warns)
+            warnings.simplefilter("ignore", UserWarning)
+            self._ot_trials[trial_id].report(result[self.metric], int(result[TRAINING_ITERATION]))
+
 
 def make_searcher(space: SearchSpace, storage_url: str, study_name: str) -> PruneAwareOptunaSearch:
     storage = optuna.storages.RDBStorage(storage_url)
-    return PruneAwareOptunaSearch(
-        space=space.define_by_run(), metric="objective", mode=space.spec.objective.mode,
+    searcher = PruneAwareOptunaSearch(
+        space=space.define_by_run(), metric=BEST_OBJECTIVE, mode=space.spec.objective.mode,
         points_to_evaluate=space.optuna_points() or None, sampler=make_sampler(space),
         study_name=study_name, storage=storage, max_t=space.max_t,
         time_attr=space.spec.scheduler.time_attr)
+    # The dashboard then shows the objective's name, not "Objective 0".
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        searcher._ot_study.set_metric_names([space.spec.objective.metric])
+    return searcher
 
 
 def fail_orphaned_trials(storage_url: str, study_name: str) -> int:

@@ -12,13 +12,14 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from sweeps.distributions import PARAM_KINDS, CategoricalParam, DefineByRun, ParamKind, optuna_choice
+from sweeps.distributions import PARAM_KINDS, DefineByRun, ParamKind, optuna_choice
+from sweeps.space_rules import condition_problems, point_problems
 from vae.config import ConfigError, VAEConfig, load_config
 from vae.config_fields import field_spec
 from vae.metrics import METRICS
+from vae.yaml_io import YAMLFileError, parse_yaml, read_yaml_text
 
 # Weight-independent validation metrics (the one metric table) and the direction that is better.
 OBJECTIVE_METRICS = {metric.key: metric.direction for metric in METRICS.values()}
@@ -34,7 +35,8 @@ class SpaceError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # inf/nan pass ``gt``/``ge`` bounds (an infinite reduction factor, cpu: .inf): refuse them
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 def _param_union() -> Any:
@@ -85,6 +87,14 @@ class Scheduler(_Strict):
 class Resources(_Strict):
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)
+
+    @field_validator("cpu", "gpu")
+    @classmethod
+    def _whole_above_one(cls, value: float) -> float:
+        # Ray shares a device between trials only below 1; above it, 1.5 GPUs cannot be placed
+        if value > 1 and not value.is_integer():
+            raise ValueError(f"a fraction above 1 must be a whole number (got {value})")
+        return value
 
 
 class SpaceFile(_Strict):
@@ -153,11 +163,11 @@ def load_space(path: str | Path, overrides: dict[str, Any] | None = None) -> Sea
     path = Path(path)
     if not path.is_file():
         raise SpaceError(str(path), ["file not found"])
-    raw_text = path.read_text()
-    try:
-        raw = yaml.safe_load(raw_text)
-    except yaml.YAMLError as exc:
-        raise SpaceError(str(path), [f"not valid YAML: {exc}"]) from None
+    try:  # duplicate keys, alias bombs, non-UTF-8 and huge files are refused here
+        raw_text = read_yaml_text(path)
+        raw = parse_yaml(raw_text, str(path))
+    except YAMLFileError as exc:
+        raise SpaceError(str(path), [exc.problem]) from None
     if not isinstance(raw, dict):
         raise SpaceError(str(path), ["expected a mapping at the top level (name, params, ...)"])
     raw.update(overrides or {})
@@ -172,7 +182,7 @@ def load_space(path: str | Path, overrides: dict[str, Any] | None = None) -> Sea
     _check_scheduler(spec, base_config, problems)
     for name, param in spec.params.items():
         _check_param(name, param, spec, base_config, problems)
-    _check_points(spec, problems)
+    problems.extend(point_problems(spec.points_to_evaluate, spec.params))
     if problems:
         raise SpaceError(str(path), problems)
     return SearchSpace(path.resolve(), spec, base_config, raw_text)
@@ -248,7 +258,7 @@ def _check_param(name: str, param: ParamKind, spec: SpaceFile, base: VAEConfig,
     if name in spec.base.overrides:
         problems.append(f"{key}: also set in base.overrides; a searched key must not be fixed there")
     problems.extend(param.check(key, field, lambda value: _rejects(base, name, value)))
-    _check_condition(name, param, spec, problems)
+    problems.extend(condition_problems(name, param, spec.params))
 
 
 def _rejects(base: VAEConfig, name: str, value: Any) -> str | None:
@@ -258,32 +268,3 @@ def _rejects(base: VAEConfig, name: str, value: Any) -> str | None:
     except ConfigError as exc:
         return str(exc).split("\n", 1)[-1].strip()
     return None
-
-
-def _check_condition(name: str, param: Any, spec: SpaceFile, problems: list[str]) -> None:
-    if not param.condition:
-        return
-    order = list(spec.params)
-    for cond_key, cond_value in param.condition.items():
-        where = f"params.{name}.condition.{cond_key}"
-        parent = spec.params.get(cond_key)
-        if parent is None:
-            problems.append(f"{where}: conditions must name a searched categorical param "
-                            f"(known: {', '.join(order)})")
-        elif not isinstance(parent, CategoricalParam):
-            problems.append(f"{where}: conditions must name a categorical param")
-        elif order.index(cond_key) > order.index(name):
-            problems.append(f"{where}: must be declared before {name} (params are sampled in order)")
-        elif cond_value not in parent.choices:
-            problems.append(f"{where}: {cond_value!r} is not one of its choices {parent.choices}")
-
-
-def _check_points(spec: SpaceFile, problems: list[str]) -> None:
-    for i, point in enumerate(spec.points_to_evaluate):
-        for name, value in point.items():
-            key = f"points_to_evaluate[{i}].{name}"
-            param = spec.params.get(name)
-            if param is None:
-                problems.append(f"{key}: not a searched param (known: {', '.join(spec.params)})")
-            elif (why := param.point_problem(value)) is not None:
-                problems.append(f"{key}: {why}")

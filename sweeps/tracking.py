@@ -15,13 +15,16 @@ from urllib.parse import urlsplit, urlunsplit
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from sweeps.layout import STATE_FILE, load_state, update_state
+# trial_outcome lives with the ranking rule in layout.py; it is re-exported here for callers.
+from sweeps.layout import STATE_FILE, load_state, record_outcomes, trial_outcome, update_state
 
 TRIAL_TAG = "ray.trial_id"
 SWEEP_TAG = "sweep.name"
 PARENT_TAG = "mlflow.parentRunId"
 OUTCOME_TAG = "sweep.outcome"
 STATUS_FOR_OUTCOME = {"completed": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
+BEST_METRIC = "best/objective"  # a child run's best objective so far; the parent's: the sweep's
+BEST_TRIAL_TAG, BEST_RUN_TAG = "best.trial_id", "best.mlflow_run_id"
 
 
 def client_for(tracking_uri: str) -> MlflowClient:
@@ -97,12 +100,14 @@ def open_child_run(client: MlflowClient, experiment_id: str, parent_run_id: str,
     return run.info.run_id
 
 
-def trial_outcome(errored: bool, progress: int, max_t: int) -> str:
-    """failed / completed / pruned for a trial that ended: one that stopped before the scheduler's
-    horizon without an error was stopped by ASHA."""
-    if errored:
-        return "failed"
-    return "completed" if progress >= max_t else "pruned"
+def log_sweep_best(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str,
+                   value: float) -> None:
+    """The sweep's best on its parent run: the metric and which trial and child run reached it."""
+    client.log_metric(parent_run_id, BEST_METRIC, value)
+    client.set_tag(parent_run_id, BEST_TRIAL_TAG, trial_id)
+    run_id = find_child_run(client, experiment_id, parent_run_id, trial_id)
+    if run_id:
+        client.set_tag(parent_run_id, BEST_RUN_TAG, run_id)
 
 
 def set_outcome(client: MlflowClient, run_id: str, outcome: str, reason: str | None = None) -> None:
@@ -116,9 +121,10 @@ class TrialRunStatusCallback(tune.Callback):
     """Driver side: sets each child run's final status as soon as Tune knows it."""
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, max_t: int,
-                 time_attr: str) -> None:
+                 time_attr: str, state_dir: Path | None = None) -> None:
         self.tracking_uri, self.experiment_id = tracking_uri, experiment_id
         self.parent_run_id, self.max_t, self.time_attr = parent_run_id, max_t, time_attr
+        self.state_dir = state_dir  # where the outcome is recorded for the app, live
 
     def _finish(self, trial: Any, errored: bool) -> None:
         client = client_for(self.tracking_uri)
@@ -129,6 +135,8 @@ class TrialRunStatusCallback(tune.Callback):
         progress = int((trial.last_result or {}).get(self.time_attr, 0))
         outcome = trial_outcome(errored, progress, self.max_t)
         set_outcome(client, run_id, outcome, error_text(trial) if errored else None)
+        if self.state_dir is not None:
+            record_outcomes(self.state_dir, {trial.trial_id: outcome})
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finish(trial, errored=False)

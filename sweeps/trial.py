@@ -4,6 +4,7 @@ every validation."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import tempfile
@@ -18,9 +19,11 @@ import ray
 import torch
 from ray import tune
 
-from sweeps.layout import CHECKPOINT_FILE, OBJECTIVE
+from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, CHECKPOINT_FILE, OBJECTIVE,
+                           RUNNING_BEST_FILE, improves)
+from sweeps.records import read_running_best
 from sweeps.space import decode_sampled
-from sweeps.tracking import client_for, open_child_run
+from sweeps.tracking import BEST_METRIC, client_for, open_child_run
 from vae.config import VAEConfig
 from vae.metrics import METRICS, VALIDATION_PREFIX
 from vae.training.train import train
@@ -38,6 +41,7 @@ class TrialContext:
     experiment_id: str
     parent_run_id: str
     objective_metric: str
+    mode: str = "min"
     max_kbps: float | None = None
     penalty_per_kbps: float = 1.0
     cpus_per_trial: float = 1.0
@@ -55,12 +59,16 @@ def objective_value(metrics: dict[str, float], context: TrialContext) -> float:
 
 
 class TuneReportCallback(pl.Callback):
-    """After each validation: ``tune.report`` of the fixed metrics, the objective and the step,
-    with a checkpoint the trial resumes from after a restart."""
+    """After each validation: ``tune.report`` of the fixed metrics, the objective, the trial's
+    best objective so far and its step, with a checkpoint the trial resumes from after a restart
+    (the running best travels inside it, so a resumed trial keeps its best)."""
 
-    def __init__(self, context: TrialContext) -> None:
-        self.context = context
+    def __init__(self, context: TrialContext, client: Any = None, run_id: str | None = None,
+                 running_best: dict[str, Any] | None = None) -> None:
+        self.context, self.client, self.run_id = context, client, run_id
         self.first_step_at: float | None = None
+        self.best: float | None = (running_best or {}).get(BEST_OBJECTIVE)
+        self.best_step: int | None = (running_best or {}).get(BEST_STEP)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
@@ -70,17 +78,29 @@ class TuneReportCallback(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
-                   if k.startswith(VALIDATION_PREFIX)}
+        metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()
+                                   if k.startswith(VALIDATION_PREFIX)}
         if not metrics:
             return
-        metrics["step"] = trainer.global_step
+        step = trainer.global_step
+        metrics["step"] = step
         metrics["first_step_at"] = self.first_step_at or 0.0
         objective = objective_value(metrics, self.context)
-        # A NaN objective would poison the searcher; report it as +inf-like failure instead.
-        metrics[OBJECTIVE] = objective if math.isfinite(objective) else float("inf")
+        # A NaN objective would poison the searcher: report the worst value for the mode instead.
+        worst = float("inf") if self.context.mode == "min" else float("-inf")
+        metrics[OBJECTIVE] = objective if math.isfinite(objective) else worst
+        if self.best is None or improves(metrics[OBJECTIVE], self.best, self.context.mode):
+            self.best, self.best_step = metrics[OBJECTIVE], step
+        metrics[BEST_OBJECTIVE], metrics[BEST_STEP] = self.best, self.best_step
+        if self.client is not None and math.isfinite(self.best):
+            self.client.log_metric(self.run_id, BEST_METRIC, self.best, step=step)
+        if self.run_id:
+            metrics["mlflow_run_id"] = self.run_id  # the searcher tags its Optuna trial with it
+        running_best = {"step": step, OBJECTIVE: metrics[OBJECTIVE], BEST_OBJECTIVE: self.best,
+                        BEST_STEP: self.best_step}
         with tempfile.TemporaryDirectory() as folder:
             trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
+            (Path(folder) / RUNNING_BEST_FILE).write_text(json.dumps(running_best))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
@@ -112,17 +132,19 @@ def run_trial(sampled: dict[str, Any], context: TrialContext) -> None:
     # Node-local scratch: Tune copies the trial dir to the sweep storage, and Lightning's own
     # files do not belong there (Tune's checkpoints are what a trial resumes from).
     with tempfile.TemporaryDirectory(prefix=f"vae-trial-{trial_id}-") as scratch:
-        ckpt_path = None
+        ckpt_path, running_best = None, None
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
             ckpt_path = Path(scratch) / CHECKPOINT_FILE
             with checkpoint.as_directory() as folder:
                 shutil.copy(Path(folder) / CHECKPOINT_FILE, ckpt_path)
+                running_best = read_running_best(Path(folder))
             step = torch.load(ckpt_path, map_location="cpu", weights_only=True)["global_step"]
             client.set_tag(run_id, "resumed_from_step", str(step))
+        report = TuneReportCallback(context, client, run_id, running_best)
         try:
             train(config, ckpt_path=str(ckpt_path) if ckpt_path else None,
-                  callbacks=[TuneReportCallback(context)], mlflow_run_id=run_id,
+                  callbacks=[report], mlflow_run_id=run_id,
                   run_dir=Path(scratch) / "run", owns_run_status=False, checkpointing=False)
         except Exception:
             client.set_tag(run_id, "failure_reason", traceback.format_exc()[-4900:])

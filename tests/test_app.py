@@ -25,7 +25,8 @@ from sweeps.app import clips, plots
 from sweeps.app.cli import PAGE
 from sweeps.app.models import discover_bundles
 from sweeps.app.trials import seed_default_trial, trial_bundle
-from sweeps.layout import CHECKPOINT_FILE, SweepPaths, list_sweeps, sweep_trials
+from sweeps.layout import CHECKPOINT_FILE, SweepPaths
+from sweeps.records import list_sweeps, sweep_trials
 from vae.inference import load_bundle, load_checkpoint_model
 
 pytest.importorskip("streamlit")
@@ -247,6 +248,7 @@ def test_sweep_trials_best_first_seed_default_and_cached_bundles(sweep, tmp_path
     assert len(trials) == 2 and all(t.checkpoint for t in trials)
     objectives = [t.metrics["objective"] for t in trials]
     assert objectives == sorted(objectives)  # best first (mode min)
+    assert [t.outcome for t in trials] == ["completed", "completed"]  # recorded by the driver
     seed, why = seed_default_trial(trials, state)
     assert seed.config["optim.lr"] == SEED_LR and seed.order == 1 and "seeded point" in why
 
@@ -271,6 +273,10 @@ def test_page_ab_compares_two_trials_on_the_same_clip(page, sweep):
     best = trials[0]
     seed, _ = seed_default_trial(trials, state)
     assert at.selectbox(key="sweep").value == "ab"
+    listed = at.dataframe[0].value  # best first, with each trial's outcome and best report
+    assert list(listed["trial"]) == [t.trial_id for t in trials]
+    assert list(listed["outcome"]) == ["completed", "completed"]
+    assert {"best_objective", "best_step"} <= set(listed.columns)
     table = at.table[0].value
     assert list(table.columns) == [f"A: {best.trial_id}", f"B: {seed.trial_id}"]
     assert table.loc["searched: optim.lr", f"B: {seed.trial_id}"] == f"{SEED_LR:.4g}"

@@ -20,7 +20,8 @@ import torch
 
 from vae.config import ConfigError, VAEConfig
 from vae.data.datamodule import AudioDataModule, build_datamodule, measure_loader_throughput
-from vae.data.musdb import DatasetError, convert_stems_to_wav, list_tracks
+from vae.data.errors import DatasetError
+from vae.data.musdb import convert_stems_to_wav, list_tracks
 from vae.data.settings import STEM_NAMES
 from vae.data.synthetic import render_chunk
 from vae.data.synthetic_source import SyntheticMusicDataset
@@ -484,7 +485,7 @@ assert batch.shape == (3, 2, 441) and float(batch.max()) == 0.25, batch.shape
 try:
     VAEConfig().override({"data.source": "tones"})
 except ConfigError as exc:
-    assert "'synthetic', 'musdb' or 'tone'" in str(exc), str(exc)
+    assert "'synthetic', 'musdb', 'folder' or 'tone'" in str(exc), str(exc)
 else:
     raise AssertionError("an unknown source was accepted")
 print("toy source ok")
@@ -498,5 +499,5 @@ def test_a_source_added_to_the_registry_is_configurable_and_loads():
 
 
 def test_an_unknown_source_is_an_error_listing_the_known_ones():
-    with pytest.raises(ConfigError, match="data.source: Input should be 'synthetic' or 'musdb'"):
-        make_config({"data.source": "folder"})
+    with pytest.raises(ConfigError, match="data.source: Input should be 'synthetic', 'musdb' or 'folder'"):
+        make_config({"data.source": "tape"})

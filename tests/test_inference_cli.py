@@ -22,6 +22,7 @@ from vae.cli import encode as encode_cli
 from vae.cli import evaluate as evaluate_cli
 from vae.inference import (BundleError, LatentFileError, Latents, SegmentScorer, load_bundle,
                            load_model, read_audio)
+from vae.loudness import normalize_loudness
 from vae.metrics import METRICS, audible_si_sdr, mel_distance, stft_distance
 from vae.model import kl_to_kbps
 
@@ -102,18 +103,27 @@ def test_decode_refuses_latents_of_another_model(bundle_dir, tmp_path, capsys):
 # ---- evaluate -------------------------------------------------------------------------------------
 
 def expected_metrics(bundle, path: Path) -> dict[str, float]:
-    """The metrics computed the plain way: whole-signal forward, fixed segments, vae.metrics."""
-    audio = read_audio(path, SR, 2)
+    """The metrics computed the plain way: whole file at the evaluation loudness, whole-signal
+    encode, both decodings (mean; a sample with the same seeded noise), fixed segments."""
+    evaluation = bundle.config.evaluation
+    audio, _ = normalize_loudness(read_audio(path, SR, 2), SR, evaluation.loudness_lufs,
+                                  evaluation.loudness_floor_lufs)
     with torch.no_grad():
-        output = bundle.model(audio[None])
+        posterior = bundle.model.encode(audio[None])
+        noise = torch.Generator().manual_seed(evaluation.noise_seed)
+        decoded = {"": bundle.model.decode(posterior.mean),
+                   "_sampled": bundle.model.decode(posterior.sample(noise))}
     segment = round(bundle.config.data.chunk_seconds * SR)
-    totals = {"mel_distance": 0.0, "stft_distance": 0.0, "si_sdr": 0.0}
-    for pred, ref in zip(output.reconstruction[0].split(segment, -1), audio.split(segment, -1)):
-        n = ref.shape[-1]
-        totals["mel_distance"] += float(mel_distance(pred[None], ref[None], SR)) * n
-        totals["stft_distance"] += float(stft_distance(pred[None], ref[None])) * n
-        totals["si_sdr"] += float(audible_si_sdr(pred[None], ref[None])[0]) * n
-    kbps = kl_to_kbps(float(output.posterior.kl_per_channel().sum()), bundle.model.frame_rate)
+    totals: dict[str, float] = {}
+    for suffix, reconstruction in decoded.items():
+        pieces = zip(reconstruction[0, :, : audio.shape[-1]].split(segment, -1), audio.split(segment, -1))
+        for pred, ref in pieces:
+            n = ref.shape[-1]
+            for name, value in {"mel_distance": mel_distance(pred[None], ref[None], SR),
+                                "stft_distance": stft_distance(pred[None], ref[None]),
+                                "si_sdr": audible_si_sdr(pred[None], ref[None])[0]}.items():
+                totals[name + suffix] = totals.get(name + suffix, 0.0) + float(value) * n
+    kbps = kl_to_kbps(float(posterior.kl_per_channel().sum()), bundle.model.frame_rate)
     return {**{k: v / audio.shape[-1] for k, v in totals.items()}, "kl_kbps": kbps}
 
 
@@ -227,3 +237,22 @@ def test_models_uri_evaluates_like_the_bundle_folder(registry, bundle_dir, audio
     assert by_uri == pytest.approx(by_dir, rel=1e-6)
     with pytest.raises(BundleError, match="models:/tiny-vae@nobody"):
         load_model("models:/tiny-vae@nobody", tracking_uri=registry)
+
+
+def test_evaluation_is_level_free_and_silence_is_not_a_nan(bundle_dir, tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    t = np.arange(SR) / SR
+    music = 0.3 * np.sin(2 * np.pi * 330 * t)[:, None] + 0.05 * rng.standard_normal((SR, 2))
+    sf.write(tmp_path / "loud.wav", music.astype(np.float32), SR)
+    sf.write(tmp_path / "quiet.wav", (music * 0.1).astype(np.float32), SR)  # -20 dB
+    sf.write(tmp_path / "silent.wav", np.zeros((SR, 2), np.float32), SR)
+    out = tmp_path / "eval.json"
+    assert evaluate_cli.main(["--model", str(bundle_dir), str(tmp_path), "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    files = {Path(r["file"]).name: r for r in json.loads(out.read_text())["files"]}
+    loud, quiet = files["loud.wav"], files["quiet.wav"]
+    assert quiet["input_loudness_lufs"] == pytest.approx(loud["input_loudness_lufs"] - 20, abs=0.1)
+    for name in ("mel_distance", "mel_distance_sampled"):
+        assert abs(quiet[name] / loud[name] - 1) < 0.02, name
+    assert files["silent.wav"]["si_sdr"] is None  # undefined, written as null, shown as n/a
+    assert "nan" not in table and "n/a" in table

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from sweeps import export, report
-from sweeps.layout import (CHECKPOINT_FILE, DEFAULT_STORAGE, STATE_DIR_ENV, STORAGE_ENV,
-                           LayoutError, SweepPaths, list_sweeps, load_state, objective_mode, ranked,
-                           resolve_storage, sweep_trials, trial_dirname, update_state)
+from sweeps.layout import (CHECKPOINT_FILE, DEFAULT_STORAGE, RUNNING_BEST_FILE, STATE_DIR_ENV,
+                           STORAGE_ENV, LayoutError, SweepPaths, load_state, objective_mode,
+                           ranked, record_outcomes, resolve_storage, trial_dirname, trial_value,
+                           update_state)
+from sweeps.records import list_sweeps, sweep_trials
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -149,6 +151,57 @@ def test_sweep_trials_best_first_failed_last_in_proposal_order(tmp_path, mode):
     assert by_id["b"].config == {"optim.lr": 1e-3}
     assert by_id["b"].checkpoint == str(experiment / trial_dirname("b") / "checkpoint_000001")
     assert by_id["d"].checkpoint is None and by_id["d"].objective is None
+
+
+def write_reporting_trial(experiment: Path, trial_id: str, objectives: list[float], kept: list[int],
+                          errored: bool = False) -> None:
+    """A trial as sweeps/trial.py reports it (mode min): each result with the running best and its
+    step; the checkpoints Tune kept, each with its running_best.json."""
+    folder = experiment / trial_dirname(trial_id)
+    folder.mkdir(parents=True)
+    (folder / "params.json").write_text("{}")
+    lines, best, best_step = [], None, None
+    for index, value in enumerate(objectives):
+        step = 2 * (index + 1)
+        if best is None or value < best:
+            best, best_step = value, step
+        lines.append({"trial_id": trial_id, "objective": value, "val/mel_distance": value,
+                      "step": step, "training_iteration": index + 1, "best_objective": best,
+                      "best_step": best_step, "timestamp": 100.0 + index})
+        if index in kept:
+            checkpoint = folder / f"checkpoint_{index:06d}"
+            checkpoint.mkdir()
+            (checkpoint / CHECKPOINT_FILE).write_bytes(b"ckpt")
+            (checkpoint / RUNNING_BEST_FILE).write_text(json.dumps(
+                {"step": step, "objective": value, "best_objective": best, "best_step": best_step}))
+    (folder / "result.json").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    if errored:
+        (folder / "error.txt").write_text("Traceback ... (then retried)")
+
+
+def test_trials_rank_by_their_best_report_show_its_checkpoint_and_their_outcome(tmp_path):
+    paths = SweepPaths(str(tmp_path), "s")
+    update_state(paths.state_dir, mode="min", max_t=3, time_attr="training_iteration")
+    experiment = Path(paths.experiment_dir)
+    write_reporting_trial(experiment, "early", [2.0, 4.0, 3.0], kept=[0, 2])  # best first, kept
+    write_reporting_trial(experiment, "late", [5.0, 1.5], kept=[1])
+    write_reporting_trial(experiment, "retried", [3.0, 2.5, 2.6], kept=[1, 2], errored=True)
+    write_reporting_trial(experiment, "running", [2.2], kept=[0])
+    record_outcomes(paths.state_dir, {"early": "completed", "late": "pruned"})
+    record_outcomes(paths.state_dir, {"retried": "completed"})  # merged, not replaced
+    _, trials = sweep_trials(paths)
+    assert [t.trial_id for t in trials] == ["late", "early", "running", "retried"]
+    by_id = {t.trial_id: t for t in trials}
+    assert [by_id[i].outcome for i in ("early", "late", "retried", "running")] == \
+        ["completed", "pruned", "completed", "unfinished"]
+    early = by_id["early"]
+    assert early.value == early.objective == 2.0
+    assert early.metrics == {"objective": 2.0, "val/mel_distance": 2.0, "step": 2.0,
+                             "best_objective": 2.0, "best_step": 2.0}
+    assert early.checkpoint == str(experiment / trial_dirname("early") / "checkpoint_000000")
+    assert by_id["retried"].checkpoint.endswith("checkpoint_000001")
+    assert trial_value({"objective": 3.0, "best_objective": 2.0}) == 2.0
+    assert trial_value({"objective": 3.0}) == 3.0 and trial_value(None) is None
 
 
 def test_list_sweeps_needs_state_and_follows_the_state_dir(tmp_path, monkeypatch):

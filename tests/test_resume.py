@@ -103,6 +103,16 @@ def test_sigkilled_driver_resumes_without_losing_or_duplicating(tmp_path):
     for run in resumed:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/mel_distance")]
         assert max(steps) == 24 and min(steps) == 4
+        # the running best travelled in the checkpoint: after the resume it still counts the
+        # reports from before it (never worse than they were)
+        resumed_at = int(run.data.tags["resumed_from_step"])
+        before = [m.value for m in client.get_metric_history(run.info.run_id, "val/mel_distance")
+                  if m.step <= resumed_at]
+        best = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id,
+                                                                            "best/objective"))
+        after = [value for step, value in best if step > resumed_at]
+        assert after or resumed_at == 24  # resumed from its last checkpoint: nothing left to run
+        assert all(value <= min(before) for value in after)
 
     study = optuna.load_study(study_name="resume", storage=f"sqlite:///{tmp_path}/results/resume/optuna.db")
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

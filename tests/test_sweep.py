@@ -2,16 +2,19 @@
 
 One sweep (module fixture) is run once and inspected by several tests: ASHA pruning reaches
 MLflow (KILLED) and Optuna (PRUNED); a trial whose loss goes NaN ends FAILED while the sweep
-completes; the report and the export come from its results."""
+completes; the report and the export come from its results. One trial's learning rate overshoots:
+its first report is its best and the sweep's, so ranking and export must use the best report and
+its checkpoint, not the last; every tool shows the same value per trial."""
 
 from __future__ import annotations
 
-import math
 import os
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 import ray
 import torch
@@ -19,16 +22,22 @@ import yaml
 
 from sweeps.driver import run_sweep
 from sweeps.export import export_best
-from sweeps.layout import SweepPaths
+from sweeps.layout import BEST_OBJECTIVE, BEST_STEP, SweepPaths, trial_dirname
+from sweeps.records import read_results, read_running_best, sweep_trials
 from sweeps.report import build_report
 from sweeps.space import load_space
-from sweeps.tracking import OUTCOME_TAG, TRIAL_TAG, child_runs, client_for
+from sweeps.search import MLFLOW_RUN_ATTR, RAY_TRIAL_ATTR
+from sweeps.tracking import (BEST_METRIC, BEST_RUN_TAG, BEST_TRIAL_TAG, OUTCOME_TAG, TRIAL_TAG,
+                             child_runs, client_for)
 from tests.conftest import MICRO
 from vae.inference import load_bundle
 
 pytestmark = pytest.mark.slow
 
 EXPLODING_LR = 1e30  # Adam moves every weight by ~lr: the next forward overflows to NaN
+# Big first steps reach the sweep's best mel distance by the first validation (~5.6 at step 2,
+# others stay above 6.5), then overshoot: its later reports are worse (~6.3, ~6.0).
+OVERSHOOT_LR = 0.5
 SPACE = {
     "name": "e2e",
     "base": {"overrides": {**MICRO, "trainer.max_steps": 6, "trainer.val_every_steps": 2}},
@@ -40,13 +49,14 @@ SPACE = {
     "max_concurrent_trials": 1,
     "resources": {"cpu": 1},
     "params": {
-        "optim.lr": {"type": "categorical", "choices": [3e-3, 1e-7, EXPLODING_LR]},
+        "optim.lr": {"type": "categorical", "choices": [3e-3, 1e-7, EXPLODING_LR, OVERSHOOT_LR]},
         "loss.kl.weight": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
     },
     "points_to_evaluate": [
         {"optim.lr": EXPLODING_LR, "loss.kl.weight": 1e-4},
         {"optim.lr": 3e-3, "loss.kl.weight": 1e-4},
         {"optim.lr": 1e-7, "loss.kl.weight": 1e-4},  # barely moves: worse than the one before
+        {"optim.lr": OVERSHOOT_LR, "loss.kl.weight": 1e-4},
     ],
 }
 
@@ -138,12 +148,86 @@ def test_report_table_counts_and_plots(sweep, tmp_path):
     assert len(table) == SPACE["num_samples"] + 1
 
 
-def test_export_loads_and_reconstructs(sweep, tmp_path):
+def reports_by_trial(sweep) -> dict[str, list[dict]]:
+    """Every trial's reports as Ray Tune wrote them (result.json), for trials that reported."""
+    experiment = Path(sweep["paths"].experiment_dir)
+    reports = {d.name.removeprefix("trial_"): read_results(d) for d in experiment.glob("trial_*")}
+    return {trial_id: lines for trial_id, lines in reports.items() if lines}
+
+
+def best_report(reports: list[dict]) -> dict:
+    """The report with the lowest objective (mode min), the earliest on ties: computed here from
+    the raw reports, independently of the code under test."""
+    return min(reports, key=lambda r: (r["objective"], r["step"]))
+
+
+def test_each_report_carries_the_running_best_and_its_step(sweep):
+    for trial_id, reports in reports_by_trial(sweep).items():
+        for index, report in enumerate(reports):
+            best = best_report(reports[:index + 1])
+            assert report[BEST_OBJECTIVE] == best["objective"], trial_id
+            assert report[BEST_STEP] == best["step"], trial_id
+
+
+def test_one_value_per_trial_in_ray_optuna_mlflow_the_report_and_the_app(sweep, tmp_path):
+    reports = reports_by_trial(sweep)
+    expected = {t: best_report(r)["objective"] for t, r in reports.items()}
+    study = optuna.load_study(study_name="e2e", storage=sweep["summary"]["optuna_storage"])
+    assert study.metric_names == [SPACE["objective"]["metric"]]
+    runs = {r.data.tags[TRIAL_TAG]: r for r in sweep["runs"]}
+    optuna_values = {}
+    for trial in study.trials:
+        ray_id = trial.user_attrs[RAY_TRIAL_ATTR]
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            optuna_values[ray_id] = trial.value
+        elif trial.state == optuna.trial.TrialState.PRUNED:
+            optuna_values[ray_id] = trial.intermediate_values[max(trial.intermediate_values)]
+        if ray_id in reports:
+            assert trial.user_attrs[MLFLOW_RUN_ATTR] == runs[ray_id].info.run_id
+    assert optuna_values == expected
+    mlflow_values = {t: r.data.metrics[BEST_METRIC] for t, r in runs.items() if BEST_METRIC in r.data.metrics}
+    assert mlflow_values == expected
+    summary = build_report(sweep["paths"], tmp_path)
+    table = pd.read_csv(tmp_path / "trials.csv", dtype={"trial_id": str})
+    reported = table.dropna(subset=[BEST_OBJECTIVE])
+    assert dict(zip(reported.trial_id, reported[BEST_OBJECTIVE])) == pytest.approx(expected)
+    assert dict(zip(reported.trial_id, reported[BEST_STEP])) == \
+        {t: best_report(r)["step"] for t, r in reports.items()}
+    _, trials = sweep_trials(sweep["paths"])
+    assert {t.trial_id: t.value for t in trials if t.trial_id in expected} == expected
+    # one order and one outcome everywhere: the report's, the app's and MLflow's
+    assert list(table.trial_id) == [t.trial_id for t in trials]
+    assert summary["best"]["trial_id"] == trials[0].trial_id == sweep["summary"]["best"]["trial_id"]
+    assert list(table.outcome) == [t.outcome for t in trials] == \
+        [runs[t.trial_id].data.tags[OUTCOME_TAG] for t in trials]
+    assert {"completed", "pruned", "failed"} == set(table.outcome)
+    parent = sweep["client"].get_run(sweep["summary"]["mlflow"]["parent_run_id"])
+    assert parent.data.metrics[BEST_METRIC] == min(expected.values())
+    assert parent.data.tags[BEST_TRIAL_TAG] == trials[0].trial_id
+    assert parent.data.tags[BEST_RUN_TAG] == runs[trials[0].trial_id].info.run_id
+
+
+def test_export_takes_the_best_checkpoint_of_the_best_trial_loads_and_reconstructs(sweep, tmp_path):
+    reports = reports_by_trial(sweep)
+    best_id = min(reports, key=lambda t: best_report(reports[t])["objective"])
+    best, last = best_report(reports[best_id]), reports[best_id][-1]
+    # the case this sweep is built for: the best trial's early report beats its last one
+    run = next(r for r in sweep["runs"] if r.data.tags[TRIAL_TAG] == best_id)
+    assert lr_of(run) == OVERSHOOT_LR
+    assert best["step"] < last["step"] and best["objective"] < last["objective"]
+
     result = export_best(sweep["paths"], tmp_path / "bundle", register="e2e-vae")
     bundle = load_bundle(tmp_path / "bundle")
-    assert bundle.provenance["trial_id"] == result["trial_id"]
-    assert bundle.provenance["mlflow_run_id"] and bundle.provenance["checkpoint_step"] > 0
-    assert math.isfinite(bundle.metrics["val/mel_distance"])
+    assert result["trial_id"] == bundle.provenance["trial_id"] == best_id
+    assert bundle.provenance["checkpoint_step"] == result["step"] == best["step"]
+    assert bundle.provenance["checkpoint_objective"] == bundle.metrics["objective"] == best["objective"]
+    assert bundle.metrics["val/mel_distance"] == best["val/mel_distance"]
+    assert bundle.provenance["mlflow_run_id"]
+    # the app plays the same checkpoint
+    _, trials = sweep_trials(sweep["paths"])
+    assert trials[0].trial_id == best_id
+    assert read_running_best(Path(trials[0].checkpoint))["step"] == best["step"]
+    assert trials[0].checkpoint.startswith(str(Path(sweep["paths"].experiment_dir) / trial_dirname(best_id)))
     audio = torch.randn(1, 2, 4000) * 0.1
     with torch.no_grad():
         out = bundle.model(audio).reconstruction

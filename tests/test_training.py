@@ -179,3 +179,21 @@ def test_train_returns_metrics_of_the_final_weights(tmp_path):
     assert set(result.metrics) >= {"val/mel_distance", "val/kl_kbps", "val/active_units"}
     assert result.last_checkpoint and result.mlflow_run_id is None
     assert copy.deepcopy(result.metrics) == result.metrics
+
+
+def test_validation_scores_mean_and_seeded_sample_at_the_reference_loudness(tmp_path):
+    config = micro_config()
+    chunks = fixed_chunks(config)
+    module = AudioVAEModule(config)
+    module.model.bottleneck.min_std = 1.0  # a wide posterior: the two decodings differ clearly
+    trainer = build_trainer(config, tmp_path)
+    first, again = validate(trainer, module, chunks), validate(trainer, module, chunks)
+    assert first == again  # seeded draws: every validation (and trial) sees the same noise
+    assert abs(first["val/mel_distance_sampled"] - first["val/mel_distance"]) > 0.1
+    reseeded = build_trainer(config, tmp_path / "b")
+    module.config = config.override({"evaluation.noise_seed": 1})
+    assert validate(reseeded, module, chunks)["val/mel_distance_sampled"] != first["val/mel_distance_sampled"]
+    # Level-free: the same chunks 20 dB quieter score the same once brought to -16 LUFS.
+    module.config = config
+    quiet = validate(build_trainer(config, tmp_path / "c"), module, chunks * 0.1)
+    assert quiet["val/mel_distance"] == pytest.approx(first["val/mel_distance"], rel=0.02)

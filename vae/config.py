@@ -27,6 +27,7 @@ from vae.config_fields import flatten, format_validation_error
 from vae.data.registry import DATA_SOURCES
 from vae.data.settings import DataSettings
 from vae.discriminators.registry import DISCRIMINATORS
+from vae.yaml_io import YAMLFileError, load_yaml_file
 
 GanLossType = Literal["hinge", "least_squares"]
 
@@ -202,6 +203,19 @@ class TrackingConfig(Section):
     log_checkpoint: bool = True
 
 
+class EvaluationConfig(Section):
+    """How validation and ``vae-evaluate`` measure distortion, whatever is being searched."""
+
+    loudness_lufs: float | None = Field(
+        -16.0, le=0, description="audio is brought to this integrated loudness (ITU-R BS.1770) "
+        "before encoding, so figures do not depend on level (DAC's protocol: -16); null = as is")
+    loudness_floor_lufs: float = Field(
+        -60.0, le=0, description="clips quieter than this get this level's gain (near-silence is "
+        "not blown up to the target)")
+    noise_seed: int = Field(0, ge=0, description="seed of the posterior samples decoded for the "
+                            "*_sampled metrics: every trial sees the same draws")
+
+
 class VAEConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
@@ -210,6 +224,7 @@ class VAEConfig(Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -263,11 +278,11 @@ def load_config(path: str | os.PathLike | None = None, overrides: Mapping[str, A
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
-        try:
-            loaded = OmegaConf.load(path)
-        except (OmegaConfBaseException, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-        if not isinstance(OmegaConf.to_container(loaded), dict):
+        try:  # the strict loader: duplicate keys, alias bombs, non-UTF-8 are refused
+            loaded = load_yaml_file(path)
+        except YAMLFileError as exc:
+            raise ConfigError(str(exc)) from None
+        if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of config sections at the top level")
         parts.append(loaded)
         sources.append(str(path))

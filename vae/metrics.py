@@ -42,14 +42,31 @@ class Metric:
         return VALIDATION_PREFIX + self.name
 
 
-# THE metric table: validation, evaluate, search-space checks, report, export and the app read it.
-METRICS: dict[str, Metric] = {m.name: m for m in (
+# Distortions are measured twice: decoding the posterior mean (what a latent-diffusion user decodes)
+# and a seeded posterior sample (what the KL rate pays for: only a sampled latent can be coded at
+# the KL's rate, so a rate-distortion study pairs kl_kbps with the sampled distortion).
+SAMPLED_SUFFIX = "_sampled"
+_DISTORTIONS = (
     Metric("mel_distance", "min",
            "sum over 7 scales (windows 32..2048, hop/4) of L1 between log10 mel magnitudes "
            "(DAC's definition)"),
     Metric("stft_distance", "min",
-           "windows 2048 and 512 (hop/4): L1 of log10 power + L1 of magnitude"),
-    Metric("si_sdr", "max", "scale-invariant signal-to-distortion ratio", "dB"),
+           "windows 2048 and 512 (hop/4): L1 of log10 power + L1 of magnitude (DAC's definition)"),
+    Metric("si_sdr", "max", "scale-invariant signal-to-distortion ratio over audible channels",
+           "dB"),
+)
+DISTORTION_NAMES = tuple(m.name for m in _DISTORTIONS)
+
+
+def _sampled(metric: Metric) -> Metric:
+    return Metric(metric.name + SAMPLED_SUFFIX, metric.direction,
+                  metric.definition + ", decoded from a seeded posterior sample", metric.unit)
+
+
+# THE metric table: validation, evaluate, search-space checks, report, export and the app read it.
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    *_DISTORTIONS,
+    *(_sampled(m) for m in _DISTORTIONS),
     Metric("kl_kbps", "min",
            "latent rate: posterior KL per frame (summed over channels) x frame rate / ln 2 / 1000",
            "kbit/s"),
@@ -83,7 +100,7 @@ def check_finite(**signals: torch.Tensor) -> None:
 @torch.no_grad()
 def mel_distance(prediction: torch.Tensor, target: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """Sum over 7 scales of mean |log10 mel(pred) − log10 mel(target)|; hop = window / 4."""
-    check_finite(prediction=prediction, target=target)
+    check_finite(reference=target, reconstruction=prediction)
     total = torch.zeros((), device=prediction.device, dtype=torch.float64)
     for n_fft, n_mels in zip(MEL_WINDOWS, MEL_BANDS):
         filters = mel_filterbank(sample_rate, n_fft, n_mels, device=prediction.device).double()
@@ -97,7 +114,7 @@ def mel_distance(prediction: torch.Tensor, target: torch.Tensor, sample_rate: in
 def stft_distance(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Sum over windows 2048 and 512 of L1(log10 clamp(|X|, 1e-5)²) + L1(|X|), as DAC's
     MultiScaleSTFTLoss defines it."""
-    check_finite(prediction=prediction, target=target)
+    check_finite(reference=target, reconstruction=prediction)
     total = torch.zeros((), device=prediction.device, dtype=torch.float64)
     for n_fft in STFT_WINDOWS:
         pred = _exact_magnitude(prediction, n_fft)
@@ -115,7 +132,7 @@ def audible_si_sdr(prediction: torch.Tensor, target: torch.Tensor) -> tuple[torc
     SI-SDR is undefined on a silent target (every prediction scores the same floor, -80 dB with
     the usual eps), so such channels are left out. With none left the mean is 0 and the count 0:
     callers weight means by the count, and a count of 0 contributes nothing."""
-    check_finite(prediction=prediction, target=target)
+    check_finite(reference=target, reconstruction=prediction)
     audible = target.float().pow(2).mean(dim=-1) > SILENT_POWER
     count = int(audible.sum())
     if count == 0:
@@ -123,6 +140,17 @@ def audible_si_sdr(prediction: torch.Tensor, target: torch.Tensor) -> tuple[torc
     values = scale_invariant_signal_distortion_ratio(prediction.float()[audible], target.float()[audible],
                                                      zero_mean=True)
     return values.mean(), count
+
+
+def distortions(prediction: torch.Tensor, target: torch.Tensor, sample_rate: int,
+                suffix: str = "") -> dict[str, tuple[torch.Tensor, int]]:
+    """Every distortion of the table for a batch ``[B, C, T]``: name (+ ``suffix``) -> (mean value,
+    weight for averaging across batches: items, or audible channels for si_sdr)."""
+    si_sdr_value, audible = audible_si_sdr(prediction, target)
+    items = prediction.shape[0]
+    return {"mel_distance" + suffix: (mel_distance(prediction, target, sample_rate), items),
+            "stft_distance" + suffix: (stft_distance(prediction, target), items),
+            "si_sdr" + suffix: (si_sdr_value, audible)}
 
 
 def active_units(kl_per_channel: torch.Tensor) -> int:

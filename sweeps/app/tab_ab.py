@@ -10,9 +10,10 @@ import streamlit as st
 from sweeps.app.clips import Result, load_clip, run_model, wav_bytes
 from sweeps.app.plots import comparison_png
 from sweeps.app.session import Selection, get_model, remember
-from sweeps.app.trials import ab_table, cache_dir, seed_default_trial, trial_bundle, trial_label
-from sweeps.layout import (LayoutError, SweepPaths, TrialRecord, default_storage, list_sweeps,
-                           sweep_trials)
+from sweeps.app.trials import (ab_table, cache_dir, seed_default_trial, trial_bundle, trial_label,
+                               trial_rows)
+from sweeps.layout import LayoutError, SweepPaths, default_storage
+from sweeps.records import TrialRecord, list_sweeps, sweep_trials
 from vae.inference import AudioError, Bundle, BundleError, resample
 
 BEST_VS_SEED, PICK_TWO = "Best vs seed default", "Pick two trials"
@@ -92,8 +93,8 @@ def ab_tab(sel: Selection) -> None:
     except Exception as exc:
         st.error(f"Cannot read sweep {sweep}: {exc}")
         return
-    st.dataframe([{"trial": t.trial_id, "status": t.status, **t.metrics, **t.config}
-                  for t in trials], hide_index=True)
+    # Best first by each trial's best objective (sweeps.layout.ranked, as report and export).
+    st.dataframe(trial_rows(trials), hide_index=True)
     usable = [t for t in trials if t.checkpoint]
     if not usable:
         st.warning("No trial of this sweep has a checkpoint yet.")

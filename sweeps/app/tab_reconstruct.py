@@ -9,11 +9,11 @@ import streamlit as st
 from sweeps.app.clips import wav_bytes
 from sweeps.app.plots import comparison_png
 from sweeps.app.session import Selection, remember
-from vae.metrics import METRICS
+from vae.metrics import DISTORTION_NAMES, METRICS
 
-# The clip's quality and rate; active_units counts latent channels, a model property, not a
-# per-clip figure, so it is left to the bundle's validation metrics.
-SHOWN_METRICS = [name for name in METRICS if name != "active_units"]
+# The clip's quality (of the reconstruction played: the posterior mean's) and its rate;
+# active_units counts latent channels, a model property, so it is left to the bundle's metrics.
+SHOWN_METRICS = [*DISTORTION_NAMES, METRICS["kl_kbps"].name]
 
 
 def reconstruct_tab(sel: Selection) -> None:

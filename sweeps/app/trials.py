@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from sweeps.app.models import is_bundle
-from sweeps.layout import CHECKPOINT_FILE, TrialRecord
+from sweeps.layout import BEST_OBJECTIVE, BEST_STEP, CHECKPOINT_FILE
+from sweeps.records import TrialRecord
 from vae.inference import BundleError
 
 CACHE_ENV = "VAE_APP_CACHE"
@@ -26,9 +27,18 @@ def cache_dir() -> Path:
 
 
 def trial_label(trial: TrialRecord) -> str:
-    objective = trial.objective
-    shown = f"{objective:.4g}" if isinstance(objective, (int, float)) else "–"
-    return f"{trial.trial_id} (objective {shown}, {trial.status.lower()})"
+    value, step = trial.value, trial.metrics.get(BEST_STEP)
+    shown = f"{value:.4g}" if isinstance(value, (int, float)) else "–"
+    at = f" at step {int(step)}" if isinstance(step, (int, float)) else ""
+    return f"{trial.trial_id} (best {shown}{at}, {trial.outcome})"
+
+
+def trial_rows(trials: list[TrialRecord]) -> list[dict[str, Any]]:
+    """The tab's trial table, in the given (ranked) order: outcome, best objective and the step
+    it was reached at, that report's metrics (its checkpoint is the one compared) and the params."""
+    return [{"trial": t.trial_id, "outcome": t.outcome, BEST_OBJECTIVE: t.value,
+             **{k: v for k, v in t.metrics.items() if k != BEST_OBJECTIVE}, **t.config}
+            for t in trials]
 
 
 def _trial_order(trial: TrialRecord) -> tuple[int, str]:
@@ -80,8 +90,8 @@ def seed_default_trial(trials: list[TrialRecord], state: dict[str, Any]
 
 
 def trial_bundle(storage_path: str, name: str, trial: TrialRecord, cache: str | Path) -> Path:
-    """A bundle of ``trial``'s last checkpoint, built once into ``cache`` (keyed by the
-    checkpoint, so a newer checkpoint builds a new bundle)."""
+    """A bundle of ``trial``'s best checkpoint, built once into ``cache`` (keyed by the
+    checkpoint, so a better checkpoint builds a new bundle)."""
     from vae.inference import bundle_from_checkpoint
 
     if trial.checkpoint is None:
@@ -110,7 +120,8 @@ def trial_bundle(storage_path: str, name: str, trial: TrialRecord, cache: str | 
 
 def ab_table(a: tuple[str, TrialRecord, dict[str, float]],
              b: tuple[str, TrialRecord, dict[str, float]]) -> Any:
-    """Rows: searched values, the sweep's last validation metrics, the clip's metrics; columns A, B."""
+    """Rows: searched values, the sweep's metrics at each trial's best report (the checkpoint
+    played), the clip's metrics; columns A, B."""
     import pandas as pd
 
     def shown(value: Any) -> str:

@@ -17,7 +17,7 @@ Main = Callable[[Sequence[str] | None], int]
 # (package, class) of each user-error type. Looked up in sys.modules rather than imported: an
 # exception can only have been raised once its module was imported, and ``--help`` should not pay
 # for torch, MLflow or musdb (nor break when an unrelated package fails to import).
-USER_ERROR_TYPES = (("vae.config", "ConfigError"), ("vae.data.musdb", "DatasetError"),
+USER_ERROR_TYPES = (("vae.config", "ConfigError"), ("vae.data.errors", "DatasetError"),
                     ("vae.inference", "AudioError"), ("vae.inference", "BundleError"),
                     ("vae.inference", "LatentFileError"))
 
@@ -73,6 +73,14 @@ def add_device(parser: argparse.ArgumentParser) -> None:
 def add_tracking_uri(parser: argparse.ArgumentParser, help: str | None = None) -> None:
     parser.add_argument("--tracking-uri", help=help or "MLflow tracking URI, for models:/ and "
                         "runs:/ model URIs (default: $MLFLOW_TRACKING_URI)")
+
+
+def add_model_runtime(parser: argparse.ArgumentParser, default_chunk_seconds: float) -> None:
+    """The flags of every command that runs a model over audio: chunk length, tracking URI, device."""
+    parser.add_argument("--chunk-seconds", type=float, default=default_chunk_seconds,
+                        help="audio processed per model call (memory bound; default %(default)s)")
+    add_tracking_uri(parser)
+    add_device(parser)
 
 
 def run(main: Main) -> None:

@@ -13,7 +13,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from vae.cli.common import (add_device, add_out, add_tracking_uri, build_parser,
+from vae.cli.common import (add_model_runtime, add_out, build_parser,
                             exits_on_user_error, run)
 from vae.inference import (DEFAULT_CHUNK_SECONDS, Bundle, LatentFileError, Latents,
                            decode_to_file, find_latent_files, load_model)
@@ -52,10 +52,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of --sample")
     p.add_argument("--allow-other-model", action="store_true",
                    help="decode even if the latents were encoded by other weights")
-    p.add_argument("--chunk-seconds", type=float, default=DEFAULT_CHUNK_SECONDS,
-                   help="latents decoded per model call (memory bound; default %(default)s)")
-    add_tracking_uri(p)
-    add_device(p)
+    add_model_runtime(p, DEFAULT_CHUNK_SECONDS)
     return p
 
 

@@ -13,7 +13,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from vae.cli.common import (add_device, add_out, add_tracking_uri, build_parser,
+from vae.cli.common import (add_model_runtime, add_out, build_parser,
                             exits_on_user_error, run)
 from vae.inference import (DEFAULT_CHUNK_SECONDS, AudioError, audio_info, encode_file,
                            find_audio_files, load_model, weights_fingerprint)
@@ -40,10 +40,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="IN", help="audio files or folders")
     p.add_argument("--model", required=True, help="bundle folder or MLflow model URI")
     add_out(p, "latent file (.npz) or folder")
-    p.add_argument("--chunk-seconds", type=float, default=DEFAULT_CHUNK_SECONDS,
-                   help="audio processed per model call (memory bound; default %(default)s)")
-    add_tracking_uri(p)
-    add_device(p)
+    add_model_runtime(p, DEFAULT_CHUNK_SECONDS)
     return p
 
 

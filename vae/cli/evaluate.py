@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vae.cli.common import add_device, add_tracking_uri, build_parser, exits_on_user_error, run
+from vae.cli.common import add_model_runtime, build_parser, exits_on_user_error, run
 from vae.inference import DEFAULT_CHUNK_SECONDS, evaluate_files
 from vae.metrics import METRICS
 
@@ -30,7 +30,10 @@ def format_table(results: list[dict[str, Any]], mean: dict[str, float]) -> str:
     rows = [[r["file"], *(r[c] for c in COLUMNS)] for r in results]
     total = sum(r["duration_s"] for r in results)
     rows.append(["mean (duration-weighted)", total, *(mean[c] for c in COLUMNS[1:])])
-    return tabulate(rows, headers=["file", *COLUMNS], floatfmt=".4f", tablefmt="github")
+    # An undefined figure (SI-SDR of a silent file) reads n/a; means already leave it out.
+    rows = [[None if isinstance(v, float) and math.isnan(v) else v for v in row] for row in rows]
+    return tabulate(rows, headers=["file", *COLUMNS], floatfmt=".4f", tablefmt="github",
+                    missingval="n/a")
 
 
 def json_safe(value: Any) -> Any:
@@ -49,12 +52,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="AUDIO", help="audio files or folders")
     p.add_argument("--model", required=True, help="bundle folder or MLflow model URI")
     p.add_argument("--json", metavar="OUT", help="also write the results here as JSON")
-    p.add_argument("--chunk-seconds", type=float, default=DEFAULT_CHUNK_SECONDS,
-                   help="audio per model call (memory bound; default %(default)s)")
     p.add_argument("--segment-seconds", type=float,
                    help="metric segment (default: the bundle's data.chunk_seconds)")
-    add_tracking_uri(p)
-    add_device(p)
+    add_model_runtime(p, DEFAULT_CHUNK_SECONDS)
     return p
 
 

@@ -31,17 +31,15 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import soundfile as sf
 
+from vae.data.errors import DatasetError
 from vae.data.settings import STEM_NAMES
 from vae.data.source import Split
 
 if TYPE_CHECKING:
     import musdb
+
 STEM_SUFFIX = ".stem.mp4"
 TRAIN_STREAM, VALID_STREAM = 0, 1  # keep training draws and the validation plan independent
-
-
-class DatasetError(ValueError):
-    """The dataset cannot be used as configured; the message names the offending path."""
 
 
 @dataclass(frozen=True)
@@ -194,9 +192,11 @@ def _first_unreadable_file(folder: Path, pattern: str) -> tuple[Path, str] | Non
     for path in sorted(folder.rglob(pattern)):
         if pattern.endswith(".wav"):
             try:
-                sf.info(str(path))
+                frames = sf.info(str(path)).frames
             except Exception as exc:
                 return path, str(exc)
+            if frames == 0:  # musdb's ffprobe then fails on a missing 'duration_ts', unnamed
+                return path, "contains no audio samples (0 frames)"
         else:
             import stempeg
 

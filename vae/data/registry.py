@@ -7,6 +7,7 @@ accepted names of ``data.source`` and mounts each section at ``data.<name>`` fro
 
 from __future__ import annotations
 
+from vae.data.folder_source import FolderSource
 from vae.data.musdb_source import MusdbSource
 from vae.data.settings import DataSettings
 from vae.data.source import ChunkFormat, DataSource
@@ -15,6 +16,7 @@ from vae.data.synthetic_source import SyntheticSource
 DATA_SOURCES: dict[str, type[DataSource]] = {
     "synthetic": SyntheticSource,
     "musdb": MusdbSource,
+    "folder": FolderSource,
 }
 
 

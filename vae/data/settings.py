@@ -20,7 +20,8 @@ StemName = Literal[STEM_NAMES]  # type: ignore[valid-type]  # a Literal built fr
 
 class DataSettings(Section):
     source: str = Field("synthetic", description="where chunks come from (vae/data/registry.py)")
-    root: str | None = Field(None, description="MUSDB18 root; falls back to $MUSDB_PATH")
+    root: str | None = Field(None, description="the data folder: MUSDB18 root (falls back to "
+                             "$MUSDB_PATH) or, for source folder, any folder of audio files")
     format: Literal["wav", "stem"] = Field(
         "wav", description="wav = MUSDB18-HQ layout; stem = .stem.mp4, converted once to a wav cache"
     )

@@ -112,6 +112,7 @@ def stream_audio(source: AudioSource, sample_rate: int, channels: int,
                 if resampler is not None:
                     block = resampler.resample_chunk(np.ascontiguousarray(block), last=False)
                 if len(block):
+                    _check_finite(name, block)
                     yield _as_block(block, channels)
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise AudioError(f"{name}: read error ({exc})") from exc
@@ -119,6 +120,13 @@ def stream_audio(source: AudioSource, sample_rate: int, channels: int,
             tail = resampler.resample_chunk(np.zeros((0, f.channels), dtype=np.float32), last=True)
             if len(tail):
                 yield _as_block(tail, channels)
+
+
+def _check_finite(name: str, block: np.ndarray) -> None:
+    # A float file can hold NaN/inf: they would turn every metric into nan and every latent
+    # into NaN while the command still exits 0.
+    if not np.isfinite(block).all():
+        raise AudioError(f"{name}: contains NaN or infinite samples; not usable audio")
 
 
 def read_audio(source: AudioSource, sample_rate: int, channels: int) -> torch.Tensor:

@@ -6,6 +6,7 @@ provenance); written by ``encode_file`` (``vae-encode``), read back by ``decode_
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,11 +57,17 @@ class Latents:
             with np.load(path, allow_pickle=False) as data:
                 mean, std = data["mean"], data["std"]
                 metadata = json.loads(str(data["metadata"]))
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError, KeyError, json.JSONDecodeError, zipfile.BadZipFile) as exc:
             raise LatentFileError(f"{path}: not a latent file written by vae-encode ({exc})") from exc
-        if metadata.get("format") != LATENT_FORMAT or mean.ndim != 2 or mean.shape != std.shape:
+        if not isinstance(metadata, dict) or metadata.get("format") != LATENT_FORMAT:
             raise LatentFileError(f"{path}: not a {LATENT_FORMAT} latent file")
-        return cls(torch.from_numpy(mean), torch.from_numpy(std), metadata)
+        _check_metadata(path, metadata)
+        for key, array in (("mean", mean), ("std", std)):
+            _check_array(path, key, array)
+        if mean.shape != std.shape:
+            raise LatentFileError(f"{path}: mean {mean.shape} and std {std.shape} differ in shape")
+        return cls(torch.from_numpy(mean.astype(np.float32)),
+                   torch.from_numpy(std.astype(np.float32)), metadata)
 
     def check_model(self, bundle: Bundle, allow_other_weights: bool = False, name: str = "") -> None:
         """Raises LatentFileError if ``bundle`` cannot decode these latents."""
@@ -79,6 +86,35 @@ class Latents:
                 f"{where}encoded by another model ({self.metadata['model'].get('spec')}, weights "
                 f"sha256 {expected[:12]}…) than {bundle.path}; pass the same model, or allow it "
                 "explicitly to decode anyway")
+
+
+# Metadata keys decoding relies on: what each must be. Anything else is kept as written.
+_METADATA_INTS = ("length", "frames", "hop_length", "sample_rate", "audio_channels", "latent_dim")
+
+
+def _check_metadata(path: Path, metadata: dict[str, Any]) -> None:
+    for key in _METADATA_INTS:
+        value = metadata.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise LatentFileError(f"{path}: metadata.{key} must be a non-negative whole number, "
+                                  f"got {value!r}")
+    for key in ("model", "source"):
+        if key in metadata and not isinstance(metadata[key], dict):
+            raise LatentFileError(f"{path}: metadata.{key} must be a mapping, got {metadata[key]!r}")
+    if metadata.get("length") == 0:
+        raise LatentFileError(f"{path}: metadata.length is 0: nothing to decode")
+
+
+def _check_array(path: Path, key: str, array: np.ndarray) -> None:
+    """``mean``/``std``: [latent_dim, frames], real floats, finite, at least one frame."""
+    if array.dtype.kind != "f":
+        raise LatentFileError(f"{path}: {key} has dtype {array.dtype}; expected floating point")
+    if array.ndim != 2:
+        raise LatentFileError(f"{path}: {key} has shape {array.shape}; expected [latent_dim, frames]")
+    if array.shape[1] == 0:
+        raise LatentFileError(f"{path}: {key} has no latent frames: nothing to decode")
+    if not np.isfinite(array).all():
+        raise LatentFileError(f"{path}: {key} contains NaN or infinite values")
 
 
 def encode_file(bundle: Bundle, source: AudioSource, chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
@@ -122,7 +158,11 @@ def decode_to_file(bundle: Bundle, latents: Latents, path: str | Path, *, sample
     model = bundle.model
     blocks = take(decode_stream(model, latent, chunk_frames_for(model, chunk_seconds)),
                   latents.length)
-    return write_audio(path, blocks, bundle.config.model.sample_rate, out_sample_rate, subtype)
+    path, written = write_audio(path, blocks, bundle.config.model.sample_rate, out_sample_rate,
+                                subtype)
+    if written == 0:  # write_audio opens the file on the first block: nothing was written
+        raise AudioError(f"{path}: decoding gave 0 samples (length {latents.length}); nothing written")
+    return path, written
 
 
 def find_latent_files(inputs: Iterable[str | Path]) -> list[Path]:

@@ -2,8 +2,9 @@
 
 mel_distance, stft_distance and si_sdr are computed on consecutive segments of the bundle's
 ``data.chunk_seconds`` (the validation chunk length) and averaged weighted by length; kl_kbps and
-active_units come from the posterior's mean-over-frames KL per channel, as ``val/kl_kbps``. Like
-validation, the reconstruction decodes the posterior mean."""
+active_units come from the posterior's mean-over-frames KL per channel, as ``val/kl_kbps``. As in
+validation, the distortions are measured for two decodings, the posterior mean and a seeded
+posterior sample (``*_sampled``), after the file is brought to ``evaluation.loudness_lufs``."""
 
 from __future__ import annotations
 
@@ -15,16 +16,18 @@ from typing import Any
 import torch
 
 from vae.inference.audio_io import (AudioError, AudioSource, audio_info, find_audio_files,
-                                    stream_audio)
+                                    read_audio, stream_audio)
 from vae.inference.bundle import Bundle
 from vae.inference.loading import load_model
 from vae.inference.streaming import (DEFAULT_CHUNK_SECONDS, SampleCounter, chunk_frames_for,
                                      decode_stream, encode_stream, rechunk, take)
-from vae.metrics import METRICS, active_units, audible_si_sdr, mel_distance, stft_distance
+from vae.loudness import integrated_loudness, loudness_gain
+from vae.metrics import DISTORTION_NAMES, METRICS, SAMPLED_SUFFIX, active_units, distortions
 from vae.model import Posterior, kl_to_kbps
 
 MIN_SCORE_SAMPLES = 2048  # the largest STFT window of the metrics
-SEGMENT_METRICS = ("mel_distance", "stft_distance", "si_sdr")  # scored on audio segments
+# scored on audio segments, for the mean and the sampled decoding
+SEGMENT_METRICS = tuple(name + suffix for suffix in ("", SAMPLED_SUFFIX) for name in DISTORTION_NAMES)
 RATE_METRICS = ("kl_kbps", "active_units")  # from the posterior, weighted by latent frames
 if set(SEGMENT_METRICS + RATE_METRICS) != set(METRICS):  # a metric added to the table needs a scorer
     raise RuntimeError(f"vae.inference.scoring scores {SEGMENT_METRICS + RATE_METRICS}, the metric "
@@ -47,16 +50,18 @@ class SegmentScorer:
     """Scores (prediction, reference) blocks as training validation scores its chunks: the metrics
     of vae.metrics on consecutive segments of ``segment`` samples (batched like validation batches),
     averaged weighted by length. A short tail is merged into the segment before it. si_sdr skips
-    silent reference channels (undefined there) and is NaN when every one is silent."""
+    silent reference channels (undefined there) and is NaN when every one is silent. ``suffix``
+    names the decoding scored ("" for the mean, ``_sampled`` for a posterior sample)."""
 
-    def __init__(self, sample_rate: int, segment: int, batch: int = 16) -> None:
+    def __init__(self, sample_rate: int, segment: int, batch: int = 16, suffix: str = "") -> None:
         self.sample_rate = sample_rate
         self.segment = max(int(segment), MIN_SCORE_SAMPLES)
         self.batch = batch
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
         self._queue: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.totals = dict.fromkeys(SEGMENT_METRICS, 0.0)
-        self.weights = dict.fromkeys(SEGMENT_METRICS, 0)
+        self.suffix = suffix
+        self.totals = {name + suffix: 0.0 for name in DISTORTION_NAMES}
+        self.weights = {name + suffix: 0 for name in DISTORTION_NAMES}
         self.segments = 0
 
     def _add(self, name: str, value: torch.Tensor, weight: int) -> None:
@@ -70,11 +75,9 @@ class SegmentScorer:
         if length < MIN_SCORE_SAMPLES:
             raise ValueError(f"too short to score: {length} samples at {self.sample_rate} Hz "
                              f"(the metrics need at least {MIN_SCORE_SAMPLES})")
-        preds, refs = preds.float(), refs.float()
-        self._add("mel_distance", mel_distance(preds, refs, self.sample_rate), n * length)
-        self._add("stft_distance", stft_distance(preds, refs), n * length)
-        value, audible = audible_si_sdr(preds, refs)  # over audible channels only
-        self._add("si_sdr", value, audible * length)
+        scored = distortions(preds.float(), refs.float(), self.sample_rate, self.suffix)
+        for name, (value, weight) in scored.items():  # weight: items, or audible channels
+            self._add(name, value, weight * length)
         self.segments += n
 
     def _flush(self) -> None:
@@ -130,45 +133,72 @@ def score(bundle: Bundle, reconstruction: torch.Tensor, reference: torch.Tensor,
     return {**scorer.result(), **rate_metrics(kl_sum, mean.shape[-1], bundle.model.frame_rate)}
 
 
-def _encode_for_scoring(bundle: Bundle, source: AudioSource, chunk: int
-                        ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Posterior means ``[latent_dim, frames]``, per-channel KL summed over frames, samples read."""
+def level_gain(bundle: Bundle, source: AudioSource) -> tuple[float, float | None]:
+    """The gain bringing the file to ``evaluation.loudness_lufs`` and its measured loudness
+    (1 and None when normalisation is off). Loudness is integrated over the whole file, so this
+    reads it into memory once."""
+    evaluation, cfg = bundle.config.evaluation, bundle.config.model
+    if evaluation.loudness_lufs is None:
+        return 1.0, None
+    loudness = integrated_loudness(read_audio(source, cfg.sample_rate, cfg.audio_channels),
+                                   cfg.sample_rate)
+    return loudness_gain(loudness, evaluation.loudness_lufs, evaluation.loudness_floor_lufs), loudness
+
+
+def _scaled(blocks: Iterable[torch.Tensor], gain: float) -> Iterable[torch.Tensor]:
+    return (block * gain for block in blocks)
+
+
+def _encode_for_scoring(bundle: Bundle, source: AudioSource, chunk: int, gain: float
+                        ) -> tuple[Posterior, torch.Tensor, int]:
+    """The posterior ``[latent_dim, frames]``, per-channel KL summed over frames, samples read."""
     cfg = bundle.config.model
-    counter = SampleCounter(stream_audio(source, cfg.sample_rate, cfg.audio_channels))
+    counter = SampleCounter(_scaled(stream_audio(source, cfg.sample_rate, cfg.audio_channels), gain))
     kl_sum = torch.zeros(cfg.latent_dim, dtype=torch.float64)
-    means = []
+    means, stds = [], []
     for mean, std in encode_stream(bundle.model, counter, chunk):
         kl_sum += kl_nats_summed_over_frames(mean, std)
         means.append(mean)
-    latent = torch.cat(means, dim=-1) if means else torch.zeros(cfg.latent_dim, 0)
-    return latent, kl_sum, counter.samples
+        stds.append(std)
+    if not means:
+        empty = torch.zeros(cfg.latent_dim, 0)
+        return Posterior(empty, empty), kl_sum, counter.samples
+    return Posterior(torch.cat(means, dim=-1), torch.cat(stds, dim=-1)), kl_sum, counter.samples
 
 
 def evaluate_file(bundle: Bundle, source: AudioSource, chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
                   segment_samples: int | None = None) -> dict[str, Any]:
-    """Metrics of one file, in two streaming passes (encode; then decode beside a re-read of the
-    input), so memory stays bounded for any length."""
-    cfg = bundle.config.model
-    model = bundle.model
+    """Metrics of one file in streaming passes (loudness; encode; then both decodings beside a
+    re-read of the input), so only the loudness measurement holds the whole file."""
+    cfg, model = bundle.config.model, bundle.model
     info = audio_info(source, cfg.audio_channels)
     chunk = chunk_frames_for(model, chunk_seconds)
-    latent, kl_sum, length = _encode_for_scoring(bundle, source, chunk)
-    frames = latent.shape[-1]
+    gain, loudness = level_gain(bundle, source)
+    posterior, kl_sum, length = _encode_for_scoring(bundle, source, chunk, gain)
+    frames = posterior.mean.shape[-1]
     if not frames:
         raise AudioError(f"{info.name}: contains no audio samples")
-    scorer = SegmentScorer(cfg.sample_rate, segment_samples or metric_segment_samples(bundle))
-    predictions = rechunk(take(decode_stream(model, latent, chunk), length), scorer.segment)
-    references = rechunk(stream_audio(source, cfg.sample_rate, cfg.audio_channels), scorer.segment)
+    segment = segment_samples or metric_segment_samples(bundle)
+    noise = torch.Generator(device=posterior.mean.device).manual_seed(bundle.config.evaluation.noise_seed)
+    scorers, decoded = [], []
+    for suffix, latent in (("", posterior.mean), (SAMPLED_SUFFIX, posterior.sample(noise))):
+        scorers.append(SegmentScorer(cfg.sample_rate, segment, suffix=suffix))
+        decoded.append(rechunk(take(decode_stream(model, latent, chunk), length), scorers[-1].segment))
+    references = rechunk(_scaled(stream_audio(source, cfg.sample_rate, cfg.audio_channels), gain),
+                         scorers[0].segment)
     try:
-        for pred, ref in zip(predictions, references, strict=True):
-            scorer.add_segment(pred, ref)
-        metrics = scorer.result()
+        for ref, *preds in zip(references, *decoded, strict=True):
+            for scorer, pred in zip(scorers, preds):
+                scorer.add_segment(pred, ref)
+        metrics = {k: v for scorer in scorers for k, v in scorer.result().items()}
     except ValueError as exc:
         raise AudioError(f"{info.name}: {exc}") from exc
+    weights = {k: v for scorer in scorers for k, v in scorer.weights.items()}
     return {"file": info.name, "duration_s": length / cfg.sample_rate,
-            "input_sample_rate": info.sample_rate, "input_channels": info.channels, **metrics,
-            **rate_metrics(kl_sum, frames, model.frame_rate),
-            "weights": {**scorer.weights, **dict.fromkeys(RATE_METRICS, frames)}}
+            "input_sample_rate": info.sample_rate, "input_channels": info.channels,
+            "input_loudness_lufs": loudness, "eval_loudness_lufs": bundle.config.evaluation.loudness_lufs,
+            **metrics, **rate_metrics(kl_sum, frames, model.frame_rate),
+            "weights": {**weights, **dict.fromkeys(RATE_METRICS, frames)}}
 
 
 def mean_metrics(results: list[dict[str, Any]]) -> dict[str, float]:

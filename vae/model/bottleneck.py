@@ -15,8 +15,11 @@ class Posterior:
     mean: torch.Tensor  # [B, latent_dim, frames]
     std: torch.Tensor  # same shape, > 0
 
-    def sample(self) -> torch.Tensor:
-        return self.mean + self.std * torch.randn_like(self.std)
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A reparameterised draw; ``generator`` makes it reproducible (seeded evaluation)."""
+        noise = torch.randn(self.std.shape, generator=generator, device=self.std.device,
+                            dtype=self.std.dtype)
+        return self.mean + self.std * noise
 
     def kl(self) -> torch.Tensor:
         """KL(q || N(0, I)) in nats, per latent channel and frame: [B, latent_dim, frames]."""

@@ -12,7 +12,8 @@ import torch
 from vae.config import VAEConfig
 from vae.losses import ReconstructionLoss, weighted_sum
 from vae.losses.adversarial import AdversarialLoss
-from vae.metrics import METRICS, active_units, audible_si_sdr, mel_distance, stft_distance
+from vae.loudness import normalize_loudness
+from vae.metrics import METRICS, SAMPLED_SUFFIX, active_units, distortions
 from vae.model import AudioVAE, kl_to_kbps
 from vae.training.schedules import WarmupSchedule
 
@@ -144,22 +145,27 @@ class AudioVAEModule(pl.LightningModule):
         self.validation_examples = None
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        audio = batch
-        output = self.model(audio, sample=False)
-        prediction = output.reconstruction.float()
+        evaluation = self.config.evaluation
         sample_rate = self.config.model.sample_rate
-        batch_size = audio.shape[0]
-        self._log_metric("mel_distance", mel_distance(prediction, audio, sample_rate), batch_size)
-        self._log_metric("stft_distance", stft_distance(prediction, audio), batch_size)
-        value, audible = audible_si_sdr(prediction, audio)
-        if audible:  # weighted by audible channels; a silent batch has no SI-SDR
-            self._log_metric("si_sdr", value, audible)
-        kl = output.posterior.kl().float()
+        audio = batch
+        if evaluation.loudness_lufs is not None:  # level-free figures (vae/loudness.py)
+            audio, _ = normalize_loudness(audio, sample_rate, evaluation.loudness_lufs,
+                                          evaluation.loudness_floor_lufs)
+        posterior = self.model.encode(audio)
+        # Seeded per batch, so every trial (and every validation) decodes the same draws.
+        noise = torch.Generator(device=audio.device).manual_seed(evaluation.noise_seed + batch_idx)
+        decodings = {"": posterior.mean, SAMPLED_SUFFIX: posterior.sample(noise)}
+        for suffix, latent in decodings.items():
+            prediction = self.model.decode(latent)[..., : audio.shape[-1]].float()
+            for name, (value, weight) in distortions(prediction, audio, sample_rate, suffix).items():
+                if weight:  # a batch of silent channels has no SI-SDR
+                    self._log_metric(name, value, weight)
+            if not suffix and self.validation_examples is None:
+                n = self.config.tracking.audio_examples
+                self.validation_examples = (audio[:n].detach().cpu(), prediction[:n].detach().cpu())
+        kl = posterior.kl().float()
         self._val_kl_sum += kl.sum(dim=(0, 2))
         self._val_kl_count += kl.shape[0] * kl.shape[2]
-        if self.validation_examples is None:
-            n = self.config.tracking.audio_examples
-            self.validation_examples = (audio[:n].detach().cpu(), prediction[:n].detach().cpu())
 
     def _log_metric(self, name: str, value: torch.Tensor, weight: int) -> None:
         """A table metric under its validation key, averaged over the epoch weighted by ``weight``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from vae.config import VAEConfig
+from vae.config import ConfigError, VAEConfig
 from vae.data.datamodule import build_datamodule
 from vae.metrics import METRICS
 from vae.training.callbacks import AudioExamplesToMLflow
@@ -71,12 +72,37 @@ def build_trainer(config: VAEConfig, run_dir: Path, callbacks: Sequence[pl.Callb
     )
 
 
+def check_resume_checkpoint(ckpt_path: str | Path) -> Path:
+    """``ckpt_path`` as a local checkpoint file that loads without running code, else ConfigError.
+    Lightning loads http(s)/s3 checkpoints with ``weights_only=False`` (full unpickling: a crafted
+    file runs code), so only a local file the user named is accepted, and it must pass a
+    ``weights_only`` load before Lightning sees it."""
+    text = str(ckpt_path)
+    if "://" in text:
+        raise ConfigError(f"ckpt_path: {text} is a URL; only a local checkpoint file is loaded "
+                          "(download it yourself if you trust its source)")
+    path = Path(text)
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path: {text}: no such checkpoint file")
+    try:  # mmap: checks the pickle without reading every tensor
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        reason = str(exc).split("\n", 1)[0]
+        raise ConfigError(f"ckpt_path: {text}: not a checkpoint written by vae-train, or one that "
+                          f"would run code when loaded ({reason})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ConfigError(f"ckpt_path: {text}: not a Lightning checkpoint (no state_dict)")
+    return path
+
+
 def train(config: VAEConfig, *, ckpt_path: str | None = None, callbacks: Sequence[pl.Callback] = (),
           mlflow_run_id: str | None = None, run_dir: str | Path | None = None,
           owns_run_status: bool = True, checkpointing: bool = True) -> TrainResult:
     """Train one VAE. ``ckpt_path`` resumes (weights, optimisers, schedules, step counter).
     ``mlflow_run_id`` logs into an existing run; with ``owns_run_status=False`` the caller sets
     that run's final status."""
+    if ckpt_path is not None:
+        ckpt_path = str(check_resume_checkpoint(ckpt_path))
     pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
     logger = build_mlflow_logger(config, mlflow_run_id, owns_run_status)
     if run_dir is None:
@@ -91,7 +117,8 @@ def train(config: VAEConfig, *, ckpt_path: str | None = None, callbacks: Sequenc
     module = AudioVAEModule(config)
     datamodule = build_datamodule(config)
     trainer = build_trainer(config, run_dir, callbacks, [logger] if logger else [], checkpointing)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    # weights_only: Lightning's own load of the checkpoint never unpickles arbitrary objects
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if trainer.global_step % config.trainer.val_every_steps != 0:
         # The last steps were never validated: do it, so final metrics describe final weights.
         trainer.validate(module, datamodule=datamodule, verbose=False)

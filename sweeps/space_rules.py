@@ -1,0 +1,60 @@
+"""The rules between params of a search space: conditions (which earlier categorical value a
+param depends on) and starting points (``points_to_evaluate``). Apart from space.py, which
+parses the file and checks each param against the config schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sweeps.distributions import CategoricalParam, ParamKind
+
+
+def condition_problems(name: str, param: ParamKind, params: dict[str, ParamKind]) -> list[str]:
+    """Problems with ``params.NAME.condition``: each must name an earlier categorical param
+    (not NAME itself) and one of its choices."""
+    problems: list[str] = []
+    order = list(params)
+    for cond_key, cond_value in (param.condition or {}).items():
+        where = f"params.{name}.condition.{cond_key}"
+        parent = params.get(cond_key)
+        if cond_key == name:
+            problems.append(f"{where}: a param cannot be conditioned on itself")
+        elif parent is None:
+            problems.append(f"{where}: conditions must name a searched categorical param "
+                            f"(known: {', '.join(order)})")
+        elif not isinstance(parent, CategoricalParam):
+            problems.append(f"{where}: conditions must name a categorical param")
+        elif order.index(cond_key) > order.index(name):
+            problems.append(f"{where}: must be declared before {name} (params are sampled in order)")
+        elif cond_value not in parent.choices:
+            problems.append(f"{where}: {cond_value!r} is not one of its choices {parent.choices}")
+    return problems
+
+
+def point_problems(points: list[dict[str, Any]], params: dict[str, ParamKind]) -> list[str]:
+    """Problems with ``points_to_evaluate``: unknown params, values outside their range, and
+    values of params whose condition the point does not satisfy."""
+    problems: list[str] = []
+    for i, point in enumerate(points):
+        for name, value in point.items():
+            key = f"points_to_evaluate[{i}].{name}"
+            param = params.get(name)
+            if param is None:
+                problems.append(f"{key}: not a searched param (known: {', '.join(params)})")
+            elif (why := param.point_problem(value)) is not None:
+                problems.append(f"{key}: {why}")
+            elif (why := _condition_false(param, point)) is not None:
+                problems.append(f"{key}: {why}")
+    return problems
+
+
+def _condition_false(param: ParamKind, point: dict[str, Any]) -> str | None:
+    """Why a starting point cannot set ``param``: its condition does not hold in the point, so
+    the value would never be sampled (Optuna would drop it or record a value without effect)."""
+    for cond_key, cond_value in (param.condition or {}).items():
+        if cond_key not in point:
+            return f"only sampled when {cond_key} = {cond_value!r}; the point must set {cond_key}"
+        if point[cond_key] != cond_value:
+            return (f"only sampled when {cond_key} = {cond_value!r}, but the point sets "
+                    f"{cond_key} = {point[cond_key]!r}")
+    return None

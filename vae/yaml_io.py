@@ -1,0 +1,129 @@
+"""THE way a user's YAML file is read (config files, search spaces, bundle configs).
+
+``yaml.safe_load`` runs no code, but it lets the last of two equal keys win silently, expands
+aliases without bound (a 300-byte "billion laughs" file keeps every consumer busy for minutes)
+and turns a non-UTF-8 file into a UnicodeDecodeError traceback. This loader refuses all three:
+
+- a file over ``MAX_BYTES`` (1 MiB; a config or a search space is a few KiB);
+- bytes that are not UTF-8 (the message gives the byte offset);
+- a mapping with the same key twice (the message gives the dotted key and both lines);
+- aliases are allowed (``<<: *defaults`` is handy), but the document counted with every alias
+  expanded must stay under ``MAX_NODES`` nodes, and a recursive alias is refused.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+MAX_BYTES = 1 << 20
+MAX_NODES = 20_000
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class YAMLFileError(ValueError):
+    """A YAML file that is refused; ``problem`` is the message without the file's name."""
+
+    def __init__(self, source: str, problem: str) -> None:
+        self.source, self.problem = source, problem
+        super().__init__(f"{source}: {problem}")
+
+
+class _Walk:
+    """One pass over the composed node graph: expanded size, duplicate keys, recursion."""
+
+    def __init__(self, loader: yaml.SafeLoader) -> None:
+        self.loader = loader
+        self.sizes: dict[int, int] = {}  # node id -> expanded size (each node walked once)
+        self.open: set[int] = set()
+
+    def size(self, node: Node, where: str) -> int:
+        key = id(node)
+        if key in self.sizes:
+            return self.sizes[key]
+        if key in self.open:
+            raise ValueError(f"{where or '<top level>'}: recursive alias")
+        self.open.add(key)
+        total = 1
+        if isinstance(node, SequenceNode):
+            total += sum(self.size(item, f"{where}[{i}]") for i, item in enumerate(node.value))
+        elif isinstance(node, MappingNode):
+            total += self._mapping(node, where)
+        self.open.discard(key)
+        if total > MAX_NODES:
+            raise ValueError(f"{where or '<top level>'}: more than {MAX_NODES} values once its "
+                             "aliases are expanded (an alias bomb?)")
+        self.sizes[key] = total
+        return total
+
+    def _mapping(self, node: MappingNode, where: str) -> int:
+        seen: dict[Any, int] = {}
+        total = 0
+        for key_node, value_node in node.value:
+            name = "<<"
+            if key_node.tag != MERGE_TAG and isinstance(key_node, ScalarNode):
+                name = self.loader.construct_object(key_node)
+                line = key_node.start_mark.line + 1
+                if _hashable(name) and name in seen:
+                    raise ValueError(f"{_join(where, name)}: duplicate key (line {line}; first at "
+                                     f"line {seen[name]}); a YAML mapping keeps only the last")
+                if _hashable(name):
+                    seen[name] = line
+            total += self.size(key_node, where) + self.size(value_node, _join(where, name))
+        return total
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _join(where: str, name: Any) -> str:
+    return f"{where}.{name}" if where else str(name)
+
+
+def parse_yaml(text: str, source: str = "<yaml>") -> Any:
+    """``text`` as Python values, refusing duplicate keys and alias bombs (YAMLFileError)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _Walk(loader).size(node, "")
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise YAMLFileError(source, f"not valid YAML: {exc}") from None
+    except ValueError as exc:
+        raise YAMLFileError(source, str(exc)) from None
+    except RecursionError:
+        raise YAMLFileError(source, "nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def read_yaml_text(path: str | os.PathLike[str]) -> str:
+    """The file's text: at most MAX_BYTES, UTF-8 (YAMLFileError otherwise)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise YAMLFileError(str(path), f"cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_BYTES:
+        raise YAMLFileError(str(path), f"larger than {MAX_BYTES // 1024} KiB; not a config file?")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise YAMLFileError(str(path), f"not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+
+
+def load_yaml_file(path: str | os.PathLike[str]) -> Any:
+    """A user's YAML file as Python values; every refusal is a YAMLFileError naming the file."""
+    return parse_yaml(read_yaml_text(path), str(path))
