@@ -4,6 +4,12 @@ reconciles every trial's final status and writes the report. ``sweeps/run.py`` i
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +20,49 @@ from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, OBJECTIVE, SweepPaths, ran
 
 # Checkpoints a trial keeps by score (Ray also keeps the latest, so a trial can always resume).
 CHECKPOINTS_TO_KEEP = 1
+INTERRUPTED_STATUS = "KILLED"  # the parent run of an interrupted (resumable) sweep
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def interruption_watch() -> Iterator[threading.Event]:
+    """An event set when SIGINT (Ctrl-C) arrives during the block. Tune's own SIGINT handler stops
+    the run gracefully but returns as if it had ended, so ours records the interruption and asks
+    Tune to stop through SIGUSR1 (the same graceful stop); a second Ctrl-C raises at once."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted  # signals can only be caught in the main thread
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        logger.warning("interrupted: stopping the sweep resumably (Ctrl-C again to abort)")
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    previous_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Tune keeps ours, listens on SIGUSR1
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if previous_env is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = previous_env
+
+
+def tracking_step(what: str, call: Any, *args: Any) -> Any:
+    """``call(*args)``, or None with one warning line when the MLflow store fails (it may have
+    gone away or turned read-only): the sweep's results stay on disk and in Optuna."""
+    try:
+        return call(*args)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        logger.warning("MLflow: %s not recorded (%s: %s)", what, type(exc).__name__, first)
+        return None
 
 
 @dataclass(frozen=True)
@@ -46,7 +95,7 @@ def open_tracking(space: Any, paths: SweepPaths, tracking_uri: str | None,
     experiment_id = tracking.ensure_experiment(client, space.base_config.tracking.experiment,
                                                tracking.default_artifact_location(tracking_uri))
     parent_run_id = tracking.open_parent_run(client, experiment_id, paths.name, state_dir)
-    update_state(state_dir, tracking_uri=tracking_uri, study_name=paths.name, max_t=space.max_t,
+    update_state(state_dir, interrupted=False, tracking_uri=tracking_uri, study_name=paths.name, max_t=space.max_t,
                  time_attr=spec.scheduler.time_attr, mode=spec.objective.mode,
                  objective=spec.objective.metric, experiment_dir=paths.experiment_dir)
     if not resume:
@@ -99,6 +148,7 @@ def make_tuner(space: Any, paths: SweepPaths, trainable: Any, callbacks: list[An
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    from sweeps.progress import sweep_reporter  # issue 12 hook (see progress_reporter below)
     from sweeps.search import make_searcher
 
     if resume:
@@ -127,6 +177,8 @@ def make_tuner(space: Any, paths: SweepPaths, trainable: Any, callbacks: list[An
                 num_to_keep=CHECKPOINTS_TO_KEEP, checkpoint_score_attribute=OBJECTIVE,
                 checkpoint_score_order=spec.objective.mode),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            # issue 12 hook: the live view in the sweep's own terms (sweeps/progress.py)
+            progress_reporter=sweep_reporter(space, paths),
             verbose=1),
     )
 
@@ -169,13 +221,17 @@ def run_sweep(space: Any, paths: SweepPaths, *, tracking_uri: str | None = None,
     tuner = make_tuner(space, paths, make_trainable(space, paths, track),
                        [status_callback, *extra_callbacks], resume=resume,
                        reuse_actors=reuse_actors)
-    results = tuner.fit()
-    reconciled = reconcile_outcomes(results, space, paths, track)
+    with interruption_watch() as interrupted:
+        results = tuner.fit()
+    if interrupted.is_set():
+        return interrupted_summary(paths, track)
+    reconciled = tracking_step("final trial statuses", reconcile_outcomes, results, space, paths,
+                               track) or {}
     summary: dict[str, Any] = {
         "sweep": paths.name, "experiment_dir": paths.experiment_dir,
         "mlflow": {"tracking_uri": track.tracking_uri, "parent_run_id": track.parent_run_id},
-        "optuna_storage": paths.optuna_url, "trials": reconciled["trials"],
-        "optuna_orphans_failed": reconciled["orphans"]}
+        "optuna_storage": paths.optuna_url, "trials": reconciled.get("trials"),
+        "optuna_orphans_failed": reconciled.get("orphans")}
     ok = [r for r in results if not r.error and trial_value(r.metrics) is not None]
     if ok:
         best = ranked(ok, space.spec.objective.mode, lambda r: trial_value(r.metrics))[0]
@@ -183,12 +239,25 @@ def run_sweep(space: Any, paths: SweepPaths, *, tracking_uri: str | None = None,
                            BEST_OBJECTIVE: trial_value(best.metrics),
                            BEST_STEP: best.metrics.get(BEST_STEP, best.metrics.get("step")),
                            "config": dict(best.config)}
-        tracking.log_sweep_best(track.client, track.experiment_id, track.parent_run_id,
-                                summary["best"]["trial_id"], summary["best"][BEST_OBJECTIVE])
+        tracking_step("the sweep's best", tracking.log_sweep_best, track.client,
+                      track.experiment_id, track.parent_run_id, summary["best"]["trial_id"],
+                      summary["best"][BEST_OBJECTIVE])
     if report and ok:
         summary["report"] = str(log_report(paths, track))
-    track.client.set_terminated(track.parent_run_id, "FINISHED")
+    tracking_step("the parent run's end", track.client.set_terminated, track.parent_run_id,
+                  "FINISHED")
     return summary
+
+
+def interrupted_summary(paths: SweepPaths, track: SweepTracking) -> dict[str, Any]:
+    """After Ctrl-C: nothing is reconciled or failed (the in-flight trials resume with --resume
+    and tell Optuna their real results then); the parent run is KILLED, not FINISHED."""
+    update_state(paths.state_dir, interrupted=True)
+    tracking_step("the parent run's interruption", track.client.set_terminated,
+                  track.parent_run_id, INTERRUPTED_STATUS)
+    return {"sweep": paths.name, "experiment_dir": paths.experiment_dir, "interrupted": True,
+            "mlflow": {"tracking_uri": track.tracking_uri, "parent_run_id": track.parent_run_id},
+            "optuna_storage": paths.optuna_url}
 
 
 def log_report(paths: SweepPaths, track: SweepTracking) -> Path:

@@ -13,6 +13,7 @@ On disk (STORAGE is ``--storage-path``, else ``$SWEEP_STORAGE``, else ./sweep_re
     STATE/NAME/sweep.json            driver state: parent run, study, objective mode, horizon
     STATE/NAME/optuna.db             the Optuna study (sqlite, so Optuna Dashboard works)
     STATE/NAME/report/               the end-of-sweep report
+    STATE/NAME/driver.lock           the running driver's pid and host (one driver per sweep)
 
 STATE is ``$SWEEP_STATE_DIR`` when set, else STORAGE when it is local, else ~/sweep_state
 (object storage cannot hold a sqlite file; on a cluster the driver runs on the head node).
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,9 @@ OBJECTIVE = "objective"  # the scalar of this validation
 BEST_OBJECTIVE = "best_objective"  # the trial's best objective so far: what every tool ranks by
 BEST_STEP = "best_step"  # the training step where the trial reached it
 RUNNING_BEST_FILE = "running_best.json"  # in each Tune checkpoint folder, beside model.ckpt
+DRIVER_LOCK = "driver.lock"
+# A sweep name is one folder name: no separators, no leading dot (so never `..`), bounded length.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 MODES = ("min", "max")
 OUTCOMES = ("completed", "pruned", "failed")
 
@@ -77,6 +82,15 @@ def is_uri(storage_path: str) -> bool:
     return "://" in storage_path
 
 
+def check_name(name: str) -> str:
+    """``name`` when it is a safe sweep name; a LayoutError saying the rule otherwise."""
+    if not NAME_PATTERN.fullmatch(name):
+        shown = name if len(name) <= 60 else name[:60] + "…"
+        raise LayoutError(f"sweep name {shown!r}: expected 1-100 characters of letters, digits, "
+                          "'.', '_' or '-', starting with a letter or digit")
+    return name
+
+
 def trial_dirname(trial_id: str) -> str:
     """Short, stable trial dir names (Ray's default names embed every searched value)."""
     return f"{TRIAL_DIR_PREFIX}{trial_id}"
@@ -95,8 +109,9 @@ class SweepPaths:
 
     @classmethod
     def resolve(cls, storage_path: str | None, name: str) -> SweepPaths:
-        """From a --storage-path value (None: $SWEEP_STORAGE, then the default)."""
-        return cls(resolve_storage(storage_path), name)
+        """From a --storage-path value (None: $SWEEP_STORAGE, then the default); the name must
+        pass :func:`check_name` (a name is a folder under the storage: it must not escape it)."""
+        return cls(resolve_storage(storage_path), check_name(name))
 
     @property
     def is_local(self) -> bool:
@@ -118,6 +133,10 @@ class SweepPaths:
     @property
     def state_file(self) -> Path:
         return self.state_dir / STATE_FILE
+
+    @property
+    def lock_file(self) -> Path:
+        return self.state_dir / DRIVER_LOCK
 
     @property
     def optuna_url(self) -> str:

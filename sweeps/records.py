@@ -27,6 +27,7 @@ class TrialRecord:
     order: int = 0  # the searcher proposed it as its order-th trial (1-based; 0 unknown)
     outcome: str = "pending"  # completed / pruned / failed; unfinished or pending before the end
     value: float | None = None  # what it is ranked by: trial_value of its last result
+    steps_trained: int = 0  # the training step of its last report (its compute)
 
     @property
     def objective(self) -> float | None:
@@ -95,7 +96,7 @@ def read_trial(trial_dir: Path, mode: str = "min", state: dict[str, Any] | None 
                        config=config, metrics=metrics,
                        checkpoint=str(checkpoint) if checkpoint else None, order=int(started),
                        outcome=outcome_from_files(trial_id, last, failed, state),
-                       value=trial_value(last))
+                       value=trial_value(last), steps_trained=int(last.get("step", 0)))
 
 
 def outcome_from_files(trial_id: str, last: dict[str, Any], failed: bool,

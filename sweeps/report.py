@@ -1,9 +1,12 @@
 """Compare the trials of a sweep: ``sweep-report SWEEP [--storage-path P] [-o DIR]``
 
-Writes ``trials.csv`` and ``trials.md`` (best first by each trial's best objective, with the step
-it was reached at, the metrics of that report, the outcome and the searched values), ``summary.json`` (outcome counts, compute spent vs running every trial to max_t,
-parameter importance), ``rate_distortion.png`` (every trial, Pareto front) and
-``learning_curves.png`` (the top trials)."""
+Writes ``trials.csv`` (best first by each trial's best objective, with the step it was reached
+at, the metrics of that report, the outcome and the searched values), ``trials.md`` (outcome
+counts, compute spent vs running every trial to max_t, parameter importance, then the table),
+``summary.json`` (the same numbers), ``rate_distortion.png`` (every trial, the best starred, the
+Pareto front), ``learning_curves.png`` (every trial's objective by step, pruned dashed) and,
+through Optuna's plots of the completed trials, ``importance.png``, ``parallel_coordinate.png``
+and ``slice.png``."""
 
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, OBJECTIVE, LayoutError, SweepPaths,
+from sweeps import report_plots as plots
+from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, OBJECTIVE, OUTCOMES, LayoutError, SweepPaths,
                            add_storage_argument, load_state, objective_mode, ranked, trial_outcome,
                            trial_value)
 from sweeps.records import best_result
@@ -79,10 +83,9 @@ def compute_spent(table: pd.DataFrame, state: dict[str, Any]) -> dict[str, float
             "unit": state["time_attr"]}
 
 
-def importance(storage_url: str, study_name: str) -> dict[str, float]:
+def importance(study: Any) -> dict[str, float]:
     import optuna
 
-    study = optuna.load_study(study_name=study_name, storage=storage_url)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if len(complete) < 2:
         return {}
@@ -92,69 +95,53 @@ def importance(storage_url: str, study_name: str) -> dict[str, float]:
         return {}
 
 
-def plot_rate_distortion(table: pd.DataFrame, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for outcome, marker in (("completed", "o"), ("pruned", "x"), ("failed", "s")):
-        subset = table[table.outcome == outcome]
-        ax.scatter(subset[RATE], subset[DISTORTION], marker=marker, label=outcome)
-    front = pareto_front(table[table.outcome != "failed"], RATE, DISTORTION)
-    if not front.empty:
-        ax.step(front[RATE], front[DISTORTION], where="post", color="k",
-                linewidth=1, label="Pareto front")
-    ax.set_xlabel(f"latent rate, {RATE}")
-    ax.set_ylabel(f"{DISTORTION} (lower is better)")
-    ax.set_title("Rate–distortion of every trial")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-
-
-def plot_learning_curves(table: pd.DataFrame, histories: dict[str, pd.DataFrame], out: Path,
-                         top: int = 5) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for trial_id in table["trial_id"].head(top):
-        history = histories.get(trial_id)
-        if history is not None and not history.empty and OBJECTIVE in history:
-            ax.plot(history["step"], history[OBJECTIVE], marker=".", label=trial_id)
-    ax.set_xlabel("generator step")
-    ax.set_ylabel("objective")
-    ax.set_title(f"Learning curves of the top {top} trials")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-
-
 def build_report(paths: SweepPaths, out_dir: Path) -> dict[str, Any]:
     """Write the report files for the sweep at ``paths``."""
+    import optuna
+
     state = load_state(paths.state_dir, required=STATE_KEYS)
     out_dir.mkdir(parents=True, exist_ok=True)
     table, histories = trial_table(paths.experiment_dir, state)
     table.to_csv(out_dir / "trials.csv", index=False)
-    (out_dir / "trials.md").write_text(table.to_markdown(index=False, floatfmt=".4g"))
+    study = optuna.load_study(study_name=state["study_name"], storage=paths.optuna_url)
+    objective_name = state.get("objective", OBJECTIVE)
     summary = {
         "sweep": paths.name,
+        "objective": objective_name,
         "trials": int(len(table)),
         "outcomes": {k: int(v) for k, v in table["outcome"].value_counts().items()},
         "compute": compute_spent(table, state),
-        "importance": importance(paths.optuna_url, state["study_name"]),
+        "importance": importance(study),
         "best": table.iloc[0].dropna().to_dict() if len(table) else None,
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    plot_rate_distortion(table, out_dir / "rate_distortion.png")
-    plot_learning_curves(table, histories, out_dir / "learning_curves.png")
+    front = pareto_front(table[table.outcome != "failed"], RATE, DISTORTION)
+    plots.plot_rate_distortion(table, front, RATE, DISTORTION, out_dir / "rate_distortion.png")
+    plots.plot_learning_curves(table, histories, objective_name, out_dir / "learning_curves.png")
+    summary["plots"] = ["rate_distortion.png", "learning_curves.png",
+                        *plots.optuna_plots(study, objective_name, out_dir)]
+    (out_dir / "trials.md").write_text(trials_markdown(table, summary))
     return summary
+
+
+def trials_markdown(table: pd.DataFrame, summary: dict[str, Any]) -> str:
+    """trials.md: what the sweep spent and found, then the table (best first)."""
+    counts, compute = summary["outcomes"], summary["compute"]
+    outcomes = ", ".join(f"{counts.get(o, 0)} {o}" for o in OUTCOMES)
+    lines = [f"# Sweep {summary['sweep']}", "",
+             f"{summary['trials']} trials: {outcomes} (pruned: stopped early by ASHA).", "",
+             f"Compute: {compute['spent']:g} of {compute['all_to_max_t']:g} {compute['unit']} "
+             f"({compute['fraction']:.0%} of running every trial to max_t).", "",
+             f"Objective: `{summary['objective']}`, each trial ranked by its best report.", "",
+             "## Parameter importance", ""]
+    if summary["importance"]:
+        lines.append(pd.DataFrame(summary["importance"].items(), columns=["parameter", "importance"])
+                     .to_markdown(index=False, floatfmt=".3f"))
+    else:
+        lines.append("Too few completed trials for Optuna to estimate it.")
+    lines += ["", "## Trials, best first", "", table.to_markdown(index=False, floatfmt=".4g"), "",
+              "Plots: " + ", ".join(summary["plots"]), ""]
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,9 +165,9 @@ def main(argv: list[str] | None = None) -> int:
             log_to_parent_run(paths, out)
     except LayoutError as exc:
         return common.fail(str(exc))
-    print((out / "trials.md").read_text())
-    print(json.dumps({k: summary[k] for k in ("outcomes", "compute", "importance")}, indent=2))
-    print(f"report written to {out}")
+    print((out / "trials.md").read_text())  # counts, compute and importance come first
+    print(f"report written to {out}: trials.md, trials.csv, summary.json, "
+          + ", ".join(summary["plots"]))
     return 0
 
 

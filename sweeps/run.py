@@ -3,17 +3,24 @@
 (``python sweeps/run.py ...`` is the same command.)
 
 Validates the search space before anything starts (exit 2 on any problem), then runs Ray Tune
-with Optuna proposing configs, ASHA stopping poor trials and MLflow recording every trial."""
+with Optuna proposing configs, ASHA stopping poor trials and MLflow recording every trial.
+
+Before Ray starts: the sweep name (a safe folder name), the storage (writable), the driver lock
+(one driver per sweep name) and the MLflow store (answers within seconds) are checked; each
+problem is one line and exit 2. Ctrl-C stops the sweep resumably: exit 130, the parent MLflow run
+KILLED, in-flight trials left to --resume."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import sys
 from typing import Any
 
-from sweeps.layout import SweepPaths, add_storage_argument
+from sweeps.layout import LayoutError, SweepPaths, add_storage_argument
 from vae.cli import common
+
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports a Ctrl-C'd command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-reuse-actors", action="store_true",
                         help="start a fresh worker per trial (slower start; for benchmarks)")
     parser.add_argument("--no-report", action="store_true", help="skip the end-of-sweep report")
+    parser.add_argument("--json", action="store_true",  # issue 12 hook
+                        help="print the end-of-sweep summary as raw JSON (for scripts)")
     return parser
 
 
@@ -80,16 +89,44 @@ def main(argv: list[str] | None = None) -> int:
     problem = local_cpu_problem(space, args.address, args.num_cpus)
     if problem:
         return common.fail(problem)
-    paths = SweepPaths.resolve(args.storage_path, args.name or space.name)
-    problem = resume_problem(paths, args.resume)
+    try:
+        paths = SweepPaths.resolve(args.storage_path, args.name or space.name)
+    except LayoutError as exc:
+        return common.fail(str(exc))
+    return guarded_run(args, space, paths)
+
+
+def guarded_run(args: argparse.Namespace, space: Any, paths: SweepPaths) -> int:
+    """Storage, lock, resume and tracking checks (exit 2), then the sweep (130 if interrupted)."""
+    from sweeps.guard import driver_lock, storage_problem, tracking_problem
+    from sweeps.progress import print_summary, quiet_driver_logs  # issue 12 hook
+    from vae.training.mlflow import resolve_tracking_uri
+
+    quiet_driver_logs(local_ray=args.address is None)  # issue 12 hook: before any store opens
+
+    problem = storage_problem(paths)
     if problem:
         return common.fail(problem)
-    from sweeps.driver import run_sweep
+    try:
+        with driver_lock(paths):
+            problem = resume_problem(paths, args.resume)
+            tracking_uri = resolve_tracking_uri(
+                args.tracking_uri or space.base_config.tracking.tracking_uri)
+            problem = problem or tracking_problem(tracking_uri)
+            if problem:
+                return common.fail(problem)
+            from sweeps.driver import run_sweep
 
-    result = run_sweep(space, paths, tracking_uri=args.tracking_uri, address=args.address,
-                       resume=args.resume, num_cpus=args.num_cpus,
-                       reuse_actors=not args.no_reuse_actors, report=not args.no_report)
-    print(json.dumps(result, indent=2, default=str))
+            result = run_sweep(space, paths, tracking_uri=tracking_uri, address=args.address,
+                               resume=args.resume, num_cpus=args.num_cpus,
+                               reuse_actors=not args.no_reuse_actors, report=not args.no_report)
+    except LayoutError as exc:  # the lock is held by a live driver
+        return common.fail(str(exc))
+    print_summary(result, paths, space, as_json=args.json)  # issue 12 hook
+    if result.get("interrupted"):
+        print(f"sweep {paths.name!r} interrupted; continue it with the same command plus --resume",
+              file=sys.stderr)
+        return INTERRUPTED_EXIT
     return 0
 
 

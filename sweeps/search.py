@@ -21,9 +21,13 @@ def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
     searcher = space.spec.searcher
     if searcher.sampler == "tpe":
         # multivariate + group model the conditional params jointly; constant_liar keeps
-        # parallel workers from proposing the same point while results are pending.
-        return optuna.samplers.TPESampler(seed=searcher.seed, n_startup_trials=searcher.startup_trials,
-                                          multivariate=True, group=True, constant_liar=True)
+        # parallel workers from proposing the same point while results are pending. Optuna
+        # flags these arguments experimental on every construction: a chosen, known risk.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(
+                seed=searcher.seed, n_startup_trials=searcher.startup_trials, multivariate=True,
+                group=True, constant_liar=True)
     if searcher.sampler == "gp":
         return optuna.samplers.GPSampler(seed=searcher.seed, n_startup_trials=searcher.startup_trials)
     if searcher.sampler == "nsga2":

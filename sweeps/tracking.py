@@ -8,6 +8,7 @@ also repairs what a killed driver left RUNNING."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -16,7 +17,11 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 # trial_outcome lives with the ranking rule in layout.py; it is re-exported here for callers.
-from sweeps.layout import STATE_FILE, load_state, record_outcomes, trial_outcome, update_state
+from sweeps.layout import (OUTCOMES, STATE_FILE, load_state, record_outcomes, trial_outcome,
+                           update_state)
+# One experiment setup (shared artifact location, model-training tag) for single runs and sweeps;
+# the driver calls it as tracking.ensure_experiment.
+from vae.training.mlflow import default_artifact_location, ensure_experiment  # noqa: F401
 
 TRIAL_TAG = "ray.trial_id"
 SWEEP_TAG = "sweep.name"
@@ -25,28 +30,13 @@ OUTCOME_TAG = "sweep.outcome"
 STATUS_FOR_OUTCOME = {"completed": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
 BEST_METRIC = "best/objective"  # a child run's best objective so far; the parent's: the sweep's
 BEST_TRIAL_TAG, BEST_RUN_TAG = "best.trial_id", "best.mlflow_run_id"
+COUNT_METRIC = "trials/{}"  # the parent run's count of trials per outcome
+NOTE_TAG = "mlflow.note.content"  # the run's description, shown on its page in the UI
+logger = logging.getLogger(__name__)
 
 
 def client_for(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri)
-
-
-def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
-    """The experiment id, created beforehand (trials must never race to create it)."""
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        if experiment.lifecycle_stage == "deleted":
-            client.restore_experiment(experiment.experiment_id)
-        return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location)
-
-
-def default_artifact_location(tracking_uri: str) -> str | None:
-    """For a local sqlite store keep artifacts beside the database, not in whatever cwd a
-    process happens to have."""
-    if tracking_uri.startswith("sqlite:///"):
-        return (Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
-    return None
 
 
 def reachable_tracking_uri(tracking_uri: str, driver_ip: str) -> str:
@@ -139,10 +129,22 @@ class TrialRunStatusCallback(tune.Callback):
             record_outcomes(self.state_dir, {trial.trial_id: outcome})
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, errored=False)
+        finish_or_warn(self._finish, trial, errored=False)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, errored=True)
+        finish_or_warn(self._finish, trial, errored=True)
+
+
+def finish_or_warn(finish: Any, trial: Any, errored: bool) -> None:
+    """``finish(trial, errored)``; a tracking failure (store gone or read-only) is one warning
+    line naming the trial, not an exception inside Tune's loop (which would end the sweep); the
+    end-of-sweep reconcile sets the status again if the store comes back."""
+    try:
+        finish(trial, errored=errored)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        logger.warning("trial %s: MLflow status not recorded (%s: %s)", trial.trial_id,
+                       type(exc).__name__, first)
 
 
 def error_text(trial: Any) -> str:
@@ -169,4 +171,12 @@ def reconcile(client: MlflowClient, experiment_id: str, parent_run_id: str,
                 run.data.tags.get(OUTCOME_TAG) != outcome:
             set_outcome(client, run.info.run_id, outcome, reason)
         counts[outcome] = counts.get(outcome, 0) + 1
+    # Every outcome, zeros too, so the runs table can show and sort these columns for any sweep.
+    for outcome in OUTCOMES:
+        client.log_metric(parent_run_id, COUNT_METRIC.format(outcome), counts.get(outcome, 0))
     return counts
+
+
+def describe_run(client: MlflowClient, run_id: str, text: str) -> None:
+    """Markdown shown as the run's description on its MLflow page."""
+    client.set_tag(run_id, NOTE_TAG, text)

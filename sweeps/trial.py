@@ -5,6 +5,7 @@ every validation."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import tempfile
@@ -29,6 +30,8 @@ from vae.metrics import METRICS, VALIDATION_PREFIX
 from vae.training.train import train
 
 NODE_TAG = "ray.node_id"
+# Ray logs "Checkpoint successfully created at ..." at INFO for every report of every trial.
+RAY_CHECKPOINT_LOGGERS = ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage")
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,9 @@ class TuneReportCallback(pl.Callback):
         running_best = {"step": step, OBJECTIVE: metrics[OBJECTIVE], BEST_OBJECTIVE: self.best,
                         BEST_STEP: self.best_step}
         with tempfile.TemporaryDirectory() as folder:
-            trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
+            # Full state (optimisers, loops): the trial resumes from it. Said explicitly, as
+            # Lightning logs its default on every save otherwise.
+            trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE, weights_only=False)
             (Path(folder) / RUNNING_BEST_FILE).write_text(json.dumps(running_best))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
@@ -107,6 +112,8 @@ class TuneReportCallback(pl.Callback):
 def run_trial(sampled: dict[str, Any], context: TrialContext) -> None:
     """The Tune trainable (wrap with ``tune.with_parameters(run_trial, context=...)``)."""
     sampled = decode_sampled(sampled, context.json_params)
+    for name in RAY_CHECKPOINT_LOGGERS:  # in this worker process, where Ray logs them
+        logging.getLogger(name).setLevel(logging.WARNING)
     tune_context = tune.get_context()
     trial_id, trial_name = tune_context.get_trial_id(), tune_context.get_trial_name()
     # Ray shows a trial every GPU unless told otherwise; trust only the ones it assigned, and

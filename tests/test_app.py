@@ -51,6 +51,8 @@ def page(bundle_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("VAE_APP_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'default-mlflow.db'}")
     monkeypatch.delenv("SWEEP_STATE_DIR", raising=False)
+    for name in ("VAE_APP_SWEEP_ROOTS", "VAE_APP_TRACKING_URIS", "VAE_APP_MAX_UPLOAD_MB"):
+        monkeypatch.setenv(name, "")  # so that a test's own setting is undone after it
     return AppTest.from_file(str(APP), default_timeout=RUN_TIMEOUT)
 
 
@@ -170,9 +172,10 @@ def test_page_reports_a_file_it_cannot_read(page):
 
 
 def test_page_reports_an_incomplete_bundle(page, tmp_path):
-    partial = tmp_path / "partial"
-    partial.mkdir()
+    partial = tmp_path / "roots" / "partial"
+    partial.mkdir(parents=True)
     (partial / "config.yaml").write_text("{}")
+    os.environ["VAE_APP_BUNDLE_ROOTS"] = str(tmp_path / "roots")  # restored by the fixture
     at = page.run()
     at.text_input(key="bundle_path").set_value(str(partial)).run()
     assert not at.exception
@@ -198,7 +201,9 @@ def test_page_loads_a_registered_model(page, bundle_dir, tmp_path_factory):
     at.radio(key="model_kind").set_value("Registered model (MLflow)").run()
     assert any("no MLflow database at" in e.value for e in at.error)  # reported, not created
     assert not Path(os.environ["MLFLOW_TRACKING_URI"][len("sqlite:///"):]).exists()
-    at.text_input(key="tracking_uri").set_value(tracking_uri).run()
+    os.environ["VAE_APP_TRACKING_URIS"] = tracking_uri  # allowed at start; restored by the fixture
+    at.run()
+    at.selectbox(key="tracking_uri").set_value(tracking_uri).run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     choice = at.selectbox(key="registered_uri")
     assert choice.options[:2] == ["models:/tiny-vae@champion", "models:/tiny-vae/1"]
@@ -266,6 +271,7 @@ def test_sweep_trials_best_first_seed_default_and_cached_bundles(sweep, tmp_path
 
 @pytest.mark.slow
 def test_page_ab_compares_two_trials_on_the_same_clip(page, sweep):
+    os.environ["VAE_APP_SWEEP_ROOTS"] = sweep["storage"]  # restored by the fixture
     at = page.run()
     at.text_input(key="sweep_storage").set_value(sweep["storage"]).run()
     assert not at.exception and not at.error, [e.value for e in at.error]

@@ -27,10 +27,11 @@ from sweeps.records import read_results, read_running_best, sweep_trials
 from sweeps.report import build_report
 from sweeps.space import load_space
 from sweeps.search import MLFLOW_RUN_ATTR, RAY_TRIAL_ATTR
-from sweeps.tracking import (BEST_METRIC, BEST_RUN_TAG, BEST_TRIAL_TAG, OUTCOME_TAG, TRIAL_TAG,
-                             child_runs, client_for)
+from sweeps.tracking import (BEST_METRIC, BEST_RUN_TAG, BEST_TRIAL_TAG, COUNT_METRIC, NOTE_TAG,
+                             OUTCOME_TAG, TRIAL_TAG, child_runs, client_for)
 from tests.conftest import MICRO
 from vae.inference import load_bundle
+from vae.training.mlflow import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
 
 pytestmark = pytest.mark.slow
 
@@ -99,6 +100,21 @@ def test_one_child_run_per_trial_none_left_running(sweep):
     assert {"search_space", "base_config.yaml", "report"} <= artifacts
 
 
+def test_mlflow_experiment_opens_on_runs_and_the_parent_describes_the_sweep(sweep):
+    client, summary = sweep["client"], sweep["summary"]
+    experiment = client.get_experiment(summary_experiment(client, summary))
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND  # runs table, not traces
+    # one artifact location for single runs and sweeps: beside the sqlite store
+    assert experiment.artifact_location == (sweep["root"] / "mlartifacts").as_uri()
+    parent = client.get_run(summary["mlflow"]["parent_run_id"])
+    counts = {o: sum(r.data.tags[OUTCOME_TAG] == o for r in sweep["runs"])
+              for o in ("completed", "pruned", "failed")}
+    assert {o: parent.data.metrics[COUNT_METRIC.format(o)] for o in counts} == counts
+    assert counts == {o: summary["trials"].get(o, 0) for o in counts}
+    note = parent.data.tags[NOTE_TAG]
+    assert note.startswith("**e2e**") and all(f"`{name}`" in note for name in SPACE["params"])
+
+
 def test_exploding_trial_fails_with_its_reason_and_the_sweep_goes_on(sweep):
     failed = [r for r in sweep["runs"] if lr_of(r) == EXPLODING_LR]
     assert failed and all(r.info.status == "FAILED" for r in failed)
@@ -142,10 +158,21 @@ def test_report_table_counts_and_plots(sweep, tmp_path):
     counts = summary["outcomes"]
     assert counts.get("failed") == 1 and counts.get("pruned", 0) >= 1
     assert 0 < summary["compute"]["fraction"] < 1  # pruning saved compute
-    for name in ("trials.csv", "trials.md", "rate_distortion.png", "learning_curves.png"):
-        assert (tmp_path / name).stat().st_size > 0
+    for name in ("trials.csv", "trials.md", "summary.json", "rate_distortion.png",
+                 "learning_curves.png", "parallel_coordinate.png", "slice.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    # Optuna's importance needs two completed trials; each plot written is listed
+    assert ("importance.png" in summary["plots"]) == (counts.get("completed", 0) >= 2)
+    assert all((tmp_path / name).is_file() for name in summary["plots"])
     table = (tmp_path / "trials.csv").read_text().splitlines()
     assert len(table) == SPACE["num_samples"] + 1
+    markdown = (tmp_path / "trials.md").read_text()
+    assert f"{SPACE['num_samples']} trials: {counts.get('completed', 0)} completed, " \
+        f"{counts['pruned']} pruned, 1 failed" in markdown
+    assert f"of {SPACE['num_samples'] * 3:g} training_iteration" in markdown  # max_t = 3
+    assert "## Parameter importance" in markdown and all(
+        name in markdown for name in summary["importance"])
+    assert summary["objective"] == SPACE["objective"]["metric"]
 
 
 def reports_by_trial(sweep) -> dict[str, list[dict]]:

@@ -1,35 +1,89 @@
 """vae-app: serve the listening room (sweeps/app/page.py) with ``streamlit run``.
 
-Every argument but -h/--help goes to ``streamlit run``, e.g.
-``vae-app --server.port 8502 --server.headless true``.
+Serves 127.0.0.1 only unless told otherwise (``--server.address 0.0.0.0``): the settings in
+sweeps/app/streamlit.toml are passed as flags unless given here. The page reads bundles and sweeps
+only under the roots given here (or in the environment), queries MLflow only at the tracking URIs
+given here, and refuses uploads over --max-upload-mb before decoding them. Every other argument
+goes to ``streamlit run``, e.g. ``vae-app --server.port 8502 --server.headless true``.
 
-Environment: VAE_APP_MODEL (the model preselected: bundle folder or model URI),
-VAE_APP_BUNDLE_ROOTS (folders searched for bundles), MLFLOW_TRACKING_URI (registered models),
-SWEEP_STORAGE and SWEEP_STATE_DIR (the sweeps to compare, as for every sweeps command),
-VAE_APP_CACHE (bundles built from trial checkpoints)."""
+Environment (each flag sets its variable for the page): VAE_APP_MODEL (the model preselected:
+bundle folder or model URI, allowed wherever it is), VAE_APP_BUNDLE_ROOTS (folders searched for
+bundles; default ./bundles ./exports ./models), VAE_APP_SWEEP_ROOTS (folders the sweep storage
+box may name; default $SWEEP_STORAGE), MLFLOW_TRACKING_URI and VAE_APP_TRACKING_URIS (the MLflow
+stores the page may query), SWEEP_STORAGE and SWEEP_STATE_DIR (as for every sweeps command),
+VAE_APP_CACHE (bundles built from trial checkpoints), VAE_APP_MAX_UPLOAD_MB (default 50)."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
+import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
+from sweeps.app import access
 from vae.cli import common
 
 PAGE = Path(__file__).with_name("page.py")
+CONFIG = Path(__file__).with_name("streamlit.toml")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = common.build_parser("vae-app", __doc__)
+    parser.usage = "vae-app [-h] [--bundle-root DIR] [--sweep-root DIR] [--tracking-uri URI] " \
+                   "[--max-upload-mb MB] [STREAMLIT_ARGS ...]"
+    parser.add_argument("--bundle-root", action="append", metavar="DIR",
+                        help=f"a folder the page may load bundles from (repeatable; "
+                        f"${access.BUNDLE_ROOTS_ENV})")
+    parser.add_argument("--sweep-root", action="append", metavar="DIR",
+                        help=f"a folder of sweeps the page may read (repeatable; "
+                        f"${access.SWEEP_ROOTS_ENV})")
+    parser.add_argument("--tracking-uri", action="append", metavar="URI",
+                        help="an MLflow store the page may query, the first one the default "
+                        f"(repeatable; ${access.TRACKING_ENV}, ${access.TRACKING_URIS_ENV})")
+    parser.add_argument("--max-upload-mb", type=int, metavar="MB",
+                        help=f"largest upload (default {access.DEFAULT_MAX_UPLOAD_MB}; "
+                        f"${access.MAX_UPLOAD_ENV})")
+    return parser
+
+
+def shipped_flags(config: Path = CONFIG) -> dict[str, str]:
+    """``{"--server.address": "127.0.0.1", ...}`` from the shipped Streamlit settings."""
+    settings = tomllib.loads(config.read_text())
+    return {f"--{section}.{key}": str(value).lower() if isinstance(value, bool) else str(value)
+            for section, values in settings.items() for key, value in values.items()}
+
+
+def streamlit_command(argv: list[str] | None) -> tuple[list[str], dict[str, str]]:
+    """The ``streamlit run`` command and the page's environment for vae-app's arguments."""
+    args, streamlit_args = build_parser().parse_known_args(argv)
+    env = dict(os.environ)
+    if args.bundle_root:
+        env[access.BUNDLE_ROOTS_ENV] = os.pathsep.join(str(Path(p).resolve()) for p in args.bundle_root)
+    if args.sweep_root:
+        env[access.SWEEP_ROOTS_ENV] = os.pathsep.join(str(Path(p).resolve()) for p in args.sweep_root)
+    if args.tracking_uri:
+        env[access.TRACKING_ENV] = args.tracking_uri[0]
+        env[access.TRACKING_URIS_ENV] = ",".join(args.tracking_uri)
+    flags = shipped_flags()
+    upload_mb = args.max_upload_mb or int(float(env.get(access.MAX_UPLOAD_ENV) or
+                                                 flags["--server.maxUploadSize"]))
+    env[access.MAX_UPLOAD_ENV] = str(upload_mb)
+    flags["--server.maxUploadSize"] = str(upload_mb)  # the server's cap = the page's check
+    given = {arg.split("=", 1)[0] for arg in streamlit_args if arg.startswith("--")}
+    defaults = [part for flag, value in flags.items() if flag not in given for part in (flag, value)]
+    return [sys.executable, "-m", "streamlit", "run", str(PAGE), *defaults, *streamlit_args], env
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = common.build_parser("vae-app", __doc__)
-    parser.usage = "vae-app [-h] [STREAMLIT_ARGS ...]"
-    _, streamlit_args = parser.parse_known_args(argv)
+    command, env = streamlit_command(argv)
     if importlib.util.find_spec("streamlit") is None:
         return common.fail("streamlit is not installed; expected it from the ui extra "
                            "(pip install -e '.[ui]')")
-    command = [sys.executable, "-m", "streamlit", "run", str(PAGE), *streamlit_args]
     try:
-        return subprocess.call(command)
+        return subprocess.call(command, env=env)
     except KeyboardInterrupt:  # Ctrl-C stops the server: not an error
         return 0
 

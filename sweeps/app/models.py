@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
+from sweeps.app.access import BUNDLE_ROOTS_ENV, DEFAULT_BUNDLE_ROOTS, bundle_roots  # noqa: F401
 from vae.inference import REQUIRED_FILES, Bundle
-
-DEFAULT_BUNDLE_ROOTS = ("bundles", "exports", "models")
-BUNDLE_ROOTS_ENV = "VAE_APP_BUNDLE_ROOTS"
-
-
-def bundle_roots() -> list[Path]:
-    raw = os.environ.get(BUNDLE_ROOTS_ENV)
-    return [Path(p) for p in (raw.split(os.pathsep) if raw else DEFAULT_BUNDLE_ROOTS) if p]
 
 
 def is_bundle(path: Path) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from sweeps.app.clips import EXAMPLE, Clip, load_clip, run_model
-from sweeps.app.session import Selection, remember
+from sweeps.app.session import Selection, remember, uploaded_clip
 from sweeps.app.sidebar import clip_sidebar, model_sidebar
 from sweeps.app.tab_ab import ab_tab
 from sweeps.app.tab_latent import latent_tab
@@ -24,7 +24,9 @@ def select_clip(spec: str, bundle: Bundle, max_seconds: float, example_seconds: 
     upload = st.file_uploader("Audio file (wav, flac, ogg, …); without one a synthetic example "
                               "clip is used", type=[e.lstrip(".") for e in AUDIO_EXTENSIONS],
                               key="upload_a")
-    clip = Clip(upload.name, upload.getvalue()) if upload is not None else Clip(EXAMPLE, None, 0)
+    clip = uploaded_clip(upload) or Clip(EXAMPLE, None, 0)
+    if upload is not None and clip.data is None:  # refused: too large
+        st.stop()
     seconds = max_seconds if clip.data is not None else min(max_seconds, example_seconds)
     try:
         audio = remember(("clip", spec, clip.key, seconds), lambda: load_clip(clip, bundle, seconds))

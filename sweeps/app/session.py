@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import streamlit as st
 import torch
 
+from sweeps.app.access import upload_problem
 from sweeps.app.clips import Clip, Result
 from vae.inference import WEIGHTS_FILE, Bundle, load_model
 
@@ -39,6 +40,18 @@ def remember(key: tuple, compute: Callable[[], T]) -> T:
             memo.clear()
         memo[key] = compute()
     return memo[key]
+
+
+def uploaded_clip(upload: Any) -> Clip | None:
+    """The upload as a clip; None (and an error shown) when there is none or it is over the
+    size limit, checked before its bytes are read or decoded."""
+    if upload is None:
+        return None
+    problem = upload_problem(upload.name, upload.size)
+    if problem:
+        st.error(problem)
+        return None
+    return Clip(upload.name, upload.getvalue())
 
 
 @dataclass(frozen=True)

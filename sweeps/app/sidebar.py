@@ -6,28 +6,41 @@ import os
 
 import streamlit as st
 
+from sweeps.app.access import (MODEL_ENV, NotAllowed, allowed_model, allowed_tracking_uri,
+                               tracking_uris)
 from sweeps.app.models import bundle_roots, describe_model, discover_bundles, registered_model_uris
 from sweeps.app.session import get_model
 from vae.inference import Bundle, BundleError
 
-MODEL_ENV = "VAE_APP_MODEL"
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 BUNDLE_SOURCE, REGISTRY_SOURCE = "Bundle folder", "Registered model (MLflow)"
 
 
 def pick_bundle_folder() -> str:
     found = [str(p) for p in discover_bundles(bundle_roots())]
     default = os.environ.get(MODEL_ENV, found[0] if found else "")
-    spec = st.text_input("Bundle folder or model URI", value=default, key="bundle_path",
-                         help="a folder written by vae-export / sweep-export")
+    spec = st.text_input("Bundle folder", value=default, key="bundle_path",
+                         help="a folder written by vae-export / sweep-export, under the app's "
+                         "bundle roots")
     if found:
         st.caption("Bundles found: " + ", ".join(f"`{p}`" for p in found[:5]))
-    return spec
+    if not spec:
+        return spec
+    try:
+        return allowed_model(spec)
+    except NotAllowed as exc:  # outside the roots or missing: one message, no probing
+        st.error(str(exc))
+        st.stop()
 
 
 def pick_registered_model() -> tuple[str, str]:
-    tracking_uri = st.text_input("MLflow tracking URI", key="tracking_uri",
-                                 value=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
+    # Only the URIs the operator allowed at start: the page never makes the server fetch a URL
+    # (or open a file) that a visitor typed.
+    try:
+        tracking_uri = allowed_tracking_uri(st.selectbox("MLflow tracking URI", tracking_uris(),
+                                                         key="tracking_uri"))
+    except NotAllowed as exc:
+        st.error(str(exc))
+        st.stop()
     try:
         uris = registered_model_uris(tracking_uri)
     except Exception as exc:
@@ -36,7 +49,11 @@ def pick_registered_model() -> tuple[str, str]:
     if not uris:
         st.warning(f"No registered models at {tracking_uri} (sweep-export SWEEP -o DIR --register NAME).")
         st.stop()
-    return st.selectbox("Registered model", uris, key="registered_uri"), tracking_uri
+    choice = st.selectbox("Registered model", uris, key="registered_uri")
+    if choice not in uris:  # a value forced into the session state is not an option
+        st.error("Pick one of the registered models listed.")
+        st.stop()
+    return choice, tracking_uri
 
 
 def model_sidebar() -> tuple[str, Bundle]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from sweeps.app.access import NotAllowed, allowed_storage
 from sweeps.app.clips import Result, load_clip, run_model, wav_bytes
 from sweeps.app.plots import comparison_png
 from sweeps.app.session import Selection, get_model, remember
@@ -77,12 +78,15 @@ def show_sides(sides: list[Side], storage: str, sweep: str, sel: Selection) -> N
 
 
 def ab_tab(sel: Selection) -> None:
-    storage = st.text_input("Sweep storage path", key="sweep_storage", value=default_storage())
+    typed = st.text_input("Sweep storage path", key="sweep_storage", value=default_storage(),
+                          help="a folder under the app's sweep roots ($VAE_APP_SWEEP_ROOTS)")
     try:
-        sweeps = list_sweeps(storage)
-    except LayoutError as exc:
+        storage = allowed_storage(typed)
+        sweeps = list_sweeps(storage) if storage else []
+    except (NotAllowed, LayoutError) as exc:  # outside the roots or missing: one message
         st.error(str(exc))
         return
+    storage = storage or typed
     if not sweeps:
         st.info(f"No sweeps with state under `{storage}` (run one with sweep-run).")
         return

@@ -10,7 +10,7 @@ import streamlit as st
 from sweeps.app.clips import (EXAMPLE, Clip, decode, edit_latent, interpolate_latents, load_clip,
                               run_model, sample_prior, wav_bytes)
 from sweeps.app.plots import comparison_png
-from sweeps.app.session import Selection, remember
+from sweeps.app.session import Selection, remember, uploaded_clip
 from vae.inference import AUDIO_EXTENSIONS, AudioError
 
 
@@ -32,7 +32,9 @@ def interpolate_section(sel: Selection) -> None:
     st.subheader("Interpolate between two clips")
     upload_b = st.file_uploader("Second clip (without one: another synthetic clip)",
                                 type=[e.lstrip(".") for e in AUDIO_EXTENSIONS], key="upload_b")
-    clip_b = Clip(upload_b.name, upload_b.getvalue()) if upload_b is not None else Clip(EXAMPLE, None, 1)
+    clip_b = uploaded_clip(upload_b) or Clip(EXAMPLE, None, 1)
+    if upload_b is not None and clip_b.data is None:  # refused: too large
+        return
     try:
         audio_b = remember(("clip", sel.spec, clip_b.key, sel.seconds),
                            lambda: load_clip(clip_b, sel.bundle, sel.seconds))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 from collections.abc import Sequence
+from typing import Any
 
 from vae.cli.common import add_out, add_tracking_uri, build_parser, exits_on_user_error, run
 
@@ -82,12 +83,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     from vae.training.train import train
 
     result = train(config, ckpt_path=ckpt_path)
-    print("final metrics:", {k: round(v, 4) for k, v in sorted(result.metrics.items())})
-    print("last checkpoint:", result.last_checkpoint)
-    if result.mlflow_run_id:
-        print("mlflow run:", result.mlflow_run_id, "at",
-              resolve_tracking_uri(config.tracking.tracking_uri))
+    print(final_report(result, resolve_tracking_uri(config.tracking.tracking_uri)))
     return 0
+
+
+def final_report(result: Any, tracking_uri: str) -> str:
+    """The end of a run for a person: the final validation metrics (the metric table's order and
+    better direction), where the checkpoint and the MLflow run are, and the next commands."""
+    from tabulate import tabulate
+
+    from vae.metrics import METRIC_BY_KEY
+
+    rows = [[key, f"{result.metrics[key]:.4g}", metric.unit,
+             "lower" if metric.direction == "min" else "higher"]
+            for key, metric in METRIC_BY_KEY.items() if key in result.metrics]
+    lines = [f"Final validation at step {result.global_step}:",
+             tabulate(rows, headers=["metric", "value", "unit", "better"], tablefmt="simple"), ""]
+    if result.last_checkpoint:
+        lines += [f"checkpoint: {result.last_checkpoint}",
+                  f"  resume:  vae-train ... --ckpt-path {result.last_checkpoint}",
+                  f"  export:  vae-export {result.last_checkpoint} -o my_bundle"]
+    if result.mlflow_run_id:
+        from mlflow.tracking import MlflowClient
+
+        from vae.training.mlflow import runs_page
+
+        experiment_id = MlflowClient(tracking_uri).get_run(result.mlflow_run_id).info.experiment_id
+        lines.append(f"MLflow run {result.mlflow_run_id}:")
+        if not tracking_uri.startswith("http"):
+            lines.append(f"  mlflow ui --backend-store-uri {tracking_uri}")
+        lines.append(f"  {runs_page(tracking_uri, experiment_id)}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

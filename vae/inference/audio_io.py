@@ -16,10 +16,9 @@ import soundfile as sf
 import soxr
 import torch
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc",
-                    ".au", ".caf", ".w64", ".rf64")
+from vae.audio_files import AUDIO_EXTENSIONS, RESAMPLE_QUALITY, adapt_channels, resample_frames
+
 READ_BLOCK_FRAMES = 65536
-RESAMPLE_QUALITY = "HQ"
 
 AudioSource = str | Path | BinaryIO
 
@@ -81,18 +80,6 @@ def _check_channels(name: str, channels: int, model_channels: int) -> None:
                          "(mono is widened to stereo and stereo averaged for a mono model)")
 
 
-def adapt_channels(audio: np.ndarray, channels: int) -> np.ndarray:
-    """[frames, c] → [frames, channels]: mono duplicated to every channel, or averaged to mono."""
-    have = audio.shape[1]
-    if have == channels:
-        return audio
-    if have == 1:
-        return np.repeat(audio, channels, axis=1)
-    if channels == 1:
-        return audio.mean(axis=1, keepdims=True)
-    raise AudioError(f"cannot map {have} channels to {channels}")
-
-
 def _as_block(frames: np.ndarray, channels: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(adapt_channels(frames, channels).T))
 
@@ -141,8 +128,7 @@ def resample(audio: torch.Tensor, in_rate: int, out_rate: int) -> torch.Tensor:
     """``[channels, samples]`` from ``in_rate`` to ``out_rate`` with soxr (HQ)."""
     if in_rate == out_rate:
         return audio
-    out = soxr.resample(np.ascontiguousarray(audio.detach().cpu().numpy().T), in_rate, out_rate,
-                        quality=RESAMPLE_QUALITY)
+    out = resample_frames(audio.detach().cpu().numpy().T, in_rate, out_rate)
     return torch.from_numpy(np.ascontiguousarray(out.T))
 
 

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import pytorch_lightning as pl
+from mlflow.tracking import MlflowClient
 from pytorch_lightning.loggers import MLFlowLogger
 
 from vae.config import VAEConfig
 
 DEFAULT_TRACKING_DB = "mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"  # beside a sqlite store, for single runs and sweeps alike
+# MLflow 3's UI opens an experiment in its GenAI (traces) view unless this tag says it holds model
+# training; the values are the UI's ExperimentKind enum (mlflow/server/js, "experimentKind").
+EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+# MLflow announces creating and migrating a sqlite store's tables at INFO, on every new store.
+STORE_SETUP_LOGGERS = ("mlflow.store.db.utils", "alembic.runtime.migration")
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -26,6 +34,49 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return uri
 
 
+# MLflow 3.17's UI picks its GenAI or model-training pages from a browser-wide switch (default
+# GenAI), not from the experiment's tag: a link with this parameter opens on the runs table.
+MODEL_TRAINING_QUERY = "workflowType=machine_learning"
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+
+
+def runs_page(tracking_uri: str, experiment_id: str) -> str:
+    """The address of the experiment's runs table: on the tracking server, or on `mlflow ui`."""
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith("http") else LOCAL_UI
+    return f"{base}/#/experiments/{experiment_id}?{MODEL_TRAINING_QUERY}"
+
+
+def default_artifact_location(tracking_uri: str) -> str | None:
+    """For a local sqlite store, artifacts go beside the database (not into whatever cwd a process
+    has); a tracking server decides for itself (None)."""
+    if tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri[len("sqlite:///"):]).parent / ARTIFACTS_DIR).resolve().as_uri()
+    return None
+
+
+def quiet_store_setup() -> None:
+    """Keep MLflow's warnings, drop its INFO lines about creating a store's tables."""
+    for logger_name in STORE_SETUP_LOGGERS:
+        logging.getLogger(logger_name).setLevel(logging.WARNING)
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
+    """The experiment's id, created beforehand with the shared artifact location (runs must never
+    race to create it), restored if deleted, and tagged as model training for the UI."""
+    quiet_store_setup()  # for a client that has not opened its store yet
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        experiment_id = client.create_experiment(name, artifact_location=artifact_location)
+    else:
+        experiment_id = experiment.experiment_id
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment_id)
+    if (experiment is None or
+            experiment.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND):
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+    return experiment_id
+
+
 class CallerOwnedMLFlowLogger(MLFlowLogger):
     """Logs to a run whose final status the caller sets (e.g. a sweep driver that knows whether
     the run was pruned); it never marks the run finished or failed itself."""
@@ -39,8 +90,12 @@ def build_mlflow_logger(config: VAEConfig, run_id: str | None = None,
     if not config.tracking.enabled:
         return None
     logger_class = MLFlowLogger if owns_run_status else CallerOwnedMLFlowLogger
-    return logger_class(experiment_name=config.tracking.experiment,
-                        tracking_uri=resolve_tracking_uri(config.tracking.tracking_uri),
+    tracking_uri = resolve_tracking_uri(config.tracking.tracking_uri)
+    if run_id is None:  # a caller's run (a sweep trial) lives in an experiment already prepared
+        quiet_store_setup()  # before the client below opens the store
+        ensure_experiment(MlflowClient(tracking_uri), config.tracking.experiment,
+                          default_artifact_location(tracking_uri))
+    return logger_class(experiment_name=config.tracking.experiment, tracking_uri=tracking_uri,
                         run_name=config.tracking.run_name, run_id=run_id, log_model=False)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,19 @@ from vae.training.mlflow import build_mlflow_logger
 from vae.training.module import AudioVAEModule
 
 CHECKPOINT_METRIC = METRICS["mel_distance"]  # which checkpoint is "best" for a plain run
+# Lightning announces the hardware and product tips (litlogger, litmodels) at INFO through these
+# loggers for every Trainer: a sweep prints them once per trial.
+LIGHTNING_INFO_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero")
+
+
+def quiet_lightning() -> None:
+    """Keep Lightning's warnings, drop its per-Trainer announcements."""
+    for name in LIGHTNING_INFO_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # Lightning <= 2.6's CombinedLoader builds torch's deprecated LeafSpec on every fit; no
+    # argument avoids it, so only this message from that module is ignored.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`",
+                            category=FutureWarning, module=r"pytorch_lightning\.utilities\._pytree")
 
 
 def resolve_accelerator(config: VAEConfig) -> tuple[str, str]:
@@ -103,6 +118,7 @@ def train(config: VAEConfig, *, ckpt_path: str | None = None, callbacks: Sequenc
     that run's final status."""
     if ckpt_path is not None:
         ckpt_path = str(check_resume_checkpoint(ckpt_path))
+    quiet_lightning()
     pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
     logger = build_mlflow_logger(config, mlflow_run_id, owns_run_status)
     if run_dir is None:

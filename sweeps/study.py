@@ -1,0 +1,147 @@
+"""Does a sweep beat training the default? ``sweep-study SPACE --corpus DIR -o OUT``
+
+Three arms on the same data, with the same steps per trial: (a) the seed's default configuration
+(the space's first starting point) trained once to max_t; (b) random search + ASHA; (c) TPE + ASHA,
+(b) and (c) with the same number of trials. Each arm's pick is its best trial by the space's
+objective (best report, as the sweep ranks), exported as a bundle; OUT/study.md holds the table
+(compute, the pick's mean and sampled mel distance, kbps, ratio to the default) and
+OUT/rate_distortion.png every trial of every arm."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sweeps.layout import SweepPaths
+from sweeps.records import TrialRecord, sweep_trials
+from vae.cli import common
+from vae.metrics import METRICS
+
+MEAN, SAMPLED, RATE = (METRICS[n].key for n in ("mel_distance", "mel_distance_sampled", "kl_kbps"))
+# What each arm changes in the search space; every arm keeps the space's steps and data.
+ARMS: dict[str, dict[str, Any]] = {
+    "default": {"num_samples": 1, "scheduler": {"type": "none"}},
+    "random": {"searcher": {"sampler": "random", "seed": 0}},
+    "tpe": {},
+}
+
+
+def arm_overrides(raw: dict[str, Any], arm: str, corpus: Path, trials: int | None) -> dict[str, Any]:
+    """The space file's top-level sections as this arm runs them, on ``corpus``."""
+    base = dict(raw.get("base") or {})
+    base["overrides"] = {**(base.get("overrides") or {}), "data.root": str(corpus.resolve())}
+    overrides: dict[str, Any] = {"name": f"{raw['name']}-{arm}", "base": base}
+    if trials is not None:
+        overrides["num_samples"] = trials
+    for key, value in ARMS[arm].items():
+        overrides[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    return overrides
+
+
+def run_arm(space_path: Path, overrides: dict[str, Any], storage: Path,
+            tracking_uri: str | None) -> SweepPaths:
+    from sweeps.driver import run_sweep
+    from sweeps.space import load_space
+
+    space = load_space(space_path, overrides)
+    paths = SweepPaths.resolve(str(storage), space.name)
+    run_sweep(space, paths, tracking_uri=tracking_uri, report=False)
+    return paths
+
+
+def arm_summary(arm: str, trials: list[TrialRecord]) -> dict[str, Any]:
+    """The arm's pick (its first trial: sweep_trials ranks best first) and its compute in steps."""
+    pick = trials[0]
+    return {"arm": arm, "trials": len(trials),
+            "steps_trained": sum(t.steps_trained for t in trials),
+            "pick": pick.trial_id, "objective": pick.value,
+            "mel_distance": pick.metrics.get(MEAN), "mel_distance_sampled": pick.metrics.get(SAMPLED),
+            "kl_kbps": pick.metrics.get(RATE), "config": pick.config}
+
+
+def write_table(rows: list[dict[str, Any]], out: Path) -> str:
+    from tabulate import tabulate
+
+    default = next(r for r in rows if r["arm"] == "default")
+    table = [[r["arm"], r["trials"], r["steps_trained"], r["pick"], r["mel_distance"],
+              r["mel_distance_sampled"], r["kl_kbps"],
+              r["mel_distance_sampled"] / default["mel_distance_sampled"]] for r in rows]
+    text = tabulate(table, headers=["arm", "trials", "steps trained", "pick", MEAN, SAMPLED, RATE,
+                                    "sampled vs default"], floatfmt=".3f", tablefmt="github")
+    (out / "study.md").write_text(text + "\n")
+    (out / "study.json").write_text(json.dumps(rows, indent=2, default=str))
+    return text
+
+
+def plot(arms: dict[str, list[TrialRecord]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (arm, trials), marker in zip(arms.items(), "os^"):
+        points = [(t.metrics.get(RATE), t.metrics.get(SAMPLED)) for t in trials
+                  if t.metrics.get(RATE) is not None and t.metrics.get(SAMPLED) is not None]
+        if points:
+            ax.scatter(*zip(*points), marker=marker, alpha=0.6, label=f"{arm} ({len(points)} trials)")
+            ax.scatter(*points[0], marker="*", s=220, edgecolor="k", zorder=3)  # the arm's pick
+    ax.set_xlabel(f"latent rate, {RATE}")
+    ax.set_ylabel(f"{SAMPLED} (lower is better)")
+    ax.set_title("every trial of every arm; stars: each arm's pick")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "rate_distortion.png", dpi=110)
+    plt.close(fig)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = common.build_parser("sweep-study", __doc__)
+    p.add_argument("space", help="search-space YAML (e.g. search_spaces/music_cpu.yaml)")
+    p.add_argument("--corpus", required=True, help="folder of audio (sweep-corpus builds one)")
+    common.add_out(p, "folder for the arms' sweeps, bundles, table and plot")
+    p.add_argument("--trials", type=int, help="trials of the random and TPE arms (default: the space's)")
+    p.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+    common.add_tracking_uri(p)
+    return p
+
+
+@common.exits_on_user_error
+def main(argv: Sequence[str] | None = None) -> int:
+    import ray
+
+    from sweeps.export import export_best
+    from vae.yaml_io import load_yaml_file
+
+    args = parser().parse_args(argv)
+    out, corpus, space_path = Path(args.out).resolve(), Path(args.corpus), Path(args.space)
+    if not corpus.is_dir():
+        return common.fail(f"--corpus {corpus}: not a folder")
+    raw = load_yaml_file(space_path)
+    tracking_uri = args.tracking_uri or f"sqlite:///{out / 'mlflow.db'}"
+    out.mkdir(parents=True, exist_ok=True)
+    arms, rows = {}, []
+    owns_ray = not ray.is_initialized()  # the arms share one local Ray; stop it if we started it
+    try:
+        for arm in args.arms:
+            overrides = arm_overrides(raw, arm, corpus, None if arm == "default" else args.trials)
+            paths = run_arm(space_path, overrides, out / "sweeps", tracking_uri)
+            _, trials = sweep_trials(paths)
+            arms[arm] = trials
+            rows.append(arm_summary(arm, trials))
+            rows[-1]["bundle"] = export_best(paths, out / "bundles" / arm)["bundle"]
+    finally:
+        if owns_ray:
+            ray.shutdown()
+    if "default" in arms:
+        print(write_table(rows, out))
+    plot(arms, out)
+    print(f"study in {out}: study.md, study.json, rate_distortion.png, bundles/")
+    return 0
+
+
+if __name__ == "__main__":
+    common.run(main)
