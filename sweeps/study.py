@@ -114,9 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import ray
 
     from sweeps.export import export_best
+    from sweeps.progress import quiet_driver_logs
     from vae.yaml_io import load_yaml_file
 
     args = parser().parse_args(argv)
+    quiet_driver_logs(local_ray=True)
     out, corpus, space_path = Path(args.out).resolve(), Path(args.corpus), Path(args.space)
     if not corpus.is_dir():
         return common.fail(f"--corpus {corpus}: not a folder")
