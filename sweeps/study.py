@@ -87,8 +87,11 @@ def plot(arms: dict[str, list[TrialRecord]], out: Path) -> None:
         points = [(t.metrics.get(RATE), t.metrics.get(SAMPLED)) for t in trials
                   if t.metrics.get(RATE) is not None and t.metrics.get(SAMPLED) is not None]
         if points:
-            ax.scatter(*zip(*points), marker=marker, alpha=0.6, label=f"{arm} ({len(points)} trials)")
-            ax.scatter(*points[0], marker="*", s=220, edgecolor="k", zorder=3)  # the arm's pick
+            dots = ax.scatter(*zip(*points), marker=marker, alpha=0.6,
+                              label=f"{arm} ({len(points)} trials)")
+            ax.scatter(*points[0], marker="*", s=260, color=dots.get_facecolor()[0][:3],
+                       edgecolor="k", zorder=3)  # the arm's pick, in the arm's colour
+    ax.set_xscale("log")  # rates span decades when the KL weight is searched
     ax.set_xlabel(f"latent rate, {RATE}")
     ax.set_ylabel(f"{SAMPLED} (lower is better)")
     ax.set_title("every trial of every arm; stars: each arm's pick")
