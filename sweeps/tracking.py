@@ -27,6 +27,7 @@ TRIAL_TAG = "ray.trial_id"
 SWEEP_TAG = "sweep.name"
 PARENT_TAG = "mlflow.parentRunId"
 OUTCOME_TAG = "sweep.outcome"
+ORPHAN_TAG = "sweep.orphaned"
 STATUS_FOR_OUTCOME = {"completed": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
 BEST_METRIC = "best/objective"  # a child run's best objective so far; the parent's: the sweep's
 BEST_TRIAL_TAG, BEST_RUN_TAG = "best.trial_id", "best.mlflow_run_id"
@@ -157,16 +158,14 @@ def error_text(trial: Any) -> str:
 def reconcile(client: MlflowClient, experiment_id: str, parent_run_id: str,
               outcomes: dict[str, tuple[str, str | None]]) -> dict[str, int]:
     """Make every child run's status agree with the final Tune outcome ({trial_id: (outcome,
-    reason)}); returns counts per outcome. Runs still RUNNING for unknown trials become FAILED."""
+    reason)}); returns counts per outcome. A run whose trial Tune never recorded is an orphan."""
     counts: dict[str, int] = {}
     for run in child_runs(client, experiment_id, parent_run_id):
         trial_id = run.data.tags.get(TRIAL_TAG)
         outcome, reason = outcomes.get(trial_id, (None, None))
         if outcome is None:
-            if run.info.status == "RUNNING":
-                outcome, reason = "failed", "the sweep ended without this trial finishing"
-            else:
-                continue
+            retire_orphan(client, run)
+            continue
         if run.info.status != STATUS_FOR_OUTCOME[outcome] or \
                 run.data.tags.get(OUTCOME_TAG) != outcome:
             set_outcome(client, run.info.run_id, outcome, reason)
@@ -175,6 +174,17 @@ def reconcile(client: MlflowClient, experiment_id: str, parent_run_id: str,
     for outcome in OUTCOMES:
         client.log_metric(parent_run_id, COUNT_METRIC.format(outcome), counts.get(outcome, 0))
     return counts
+
+
+def retire_orphan(client: MlflowClient, run: Any) -> None:
+    """A run started by a driver killed before Tune saved the trial: Tune proposed another trial
+    in its place on resume, so the run stands for no trial of the sweep. It is ended and deleted
+    (MLflow keeps deleted runs restorable), so the runs table holds one run per trial."""
+    client.set_tag(run.info.run_id, ORPHAN_TAG, "started by a driver killed before Ray Tune "
+                   "recorded this trial; the resumed sweep ran another trial in its place")
+    if run.info.status == "RUNNING":
+        client.set_terminated(run.info.run_id, "FAILED")
+    client.delete_run(run.info.run_id)
 
 
 def describe_run(client: MlflowClient, run_id: str, text: str) -> None:
