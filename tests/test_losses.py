@@ -116,3 +116,28 @@ def test_kl_weight_changes_the_total_and_zero_weight_terms_are_skipped():
 def test_weighted_sum_refuses_unweighted_terms():
     with pytest.raises(KeyError, match="adversarial"):
         weighted_sum({"adversarial": torch.tensor(1.0)}, {"kl": 1.0})
+
+
+def test_fast_spectral_kernels_keep_values_and_gradients(monkeypatch):
+    """The fused magnitude and the copy-free per-view mean give the numbers and gradients of the
+    formulas they replaced: sqrt(max(re² + im², eps)) and a transposed, flattened mean."""
+    from vae.losses import spectral
+
+    def run() -> tuple[dict, torch.Tensor]:
+        prediction, target = signals(3)
+        prediction[..., :512] = 0  # silence: the magnitude's floor and its zero gradient
+        prediction.requires_grad_(True)
+        losses = ReconstructionLoss(small_losses(), SR)(
+            prediction, target, Posterior(torch.zeros(2, 3, 8), torch.ones(2, 3, 8)), 1.0)
+        sum(losses.values()).backward()
+        return {k: v.detach() for k, v in losses.items()}, prediction.grad
+
+    fast_values, fast_grad = run()
+    monkeypatch.setattr(spectral, "magnitude", lambda spec, eps=1e-8: torch.view_as_real(spec)
+                        .square().sum(-1).clamp(min=eps).sqrt())
+    monkeypatch.setattr(spectral, "_per_view_mean",
+                        lambda x: x.transpose(0, 1).flatten(1).mean(dim=1))
+    slow_values, slow_grad = run()
+    for name, value in slow_values.items():
+        torch.testing.assert_close(fast_values[name], value, rtol=1e-5, atol=1e-7, msg=name)
+    torch.testing.assert_close(fast_grad, slow_grad, rtol=1e-4, atol=1e-9)

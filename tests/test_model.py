@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
@@ -62,3 +64,27 @@ def test_free_bits_floor_value_and_gradient():
 def test_kbps_conversion():
     # 1 nat/frame at 1000 frames/s = 1000/ln2 bits/s = 1.4427 kbps
     assert kl_to_kbps(1.0, 1000.0) == pytest.approx(1.0 / 0.6931471805599453)
+
+
+@pytest.mark.parametrize("activation", ["elu", "snake"])
+def test_in_place_activations_keep_outputs_and_gradients(activation):
+    """The speed-ups (activations that overwrite a convolution's output) change no number: the
+    same weights with every activation out of place give the same outputs and gradients."""
+    torch.manual_seed(0)
+    model = AudioVAE(ModelConfig(channels=8, channel_multipliers=[1, 2], strides=[2, 4],
+                                 latent_dim=4, activation=activation))
+    assert activation != "elu" or any(
+        isinstance(m, torch.nn.ELU) and m.inplace for m in model.modules())
+    reference = copy.deepcopy(model)
+    for module in reference.modules():
+        if isinstance(module, torch.nn.ELU):
+            module.inplace = False
+    audio = torch.randn(2, 2, 1000)
+    results = []
+    for net in (model, reference):
+        out = net(audio, sample=False)
+        (out.reconstruction.square().mean() + out.posterior.std.mean()).backward()
+        results.append((out.reconstruction, {n: p.grad for n, p in net.named_parameters()}))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-6, atol=1e-7)
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(grad, results[1][1][name], rtol=1e-5, atol=1e-7, msg=name)

@@ -190,6 +190,9 @@ class TrainerConfig(Section):
     out_dir: str = Field("runs", description="checkpoints go to OUT_DIR/<run>/checkpoints")
     progress_bar: bool = True
     deterministic: bool = False
+    retain_freed_memory: bool = Field(
+        True, description="keep freed host memory for the next step instead of returning it to "
+        "the OS (glibc): steps stop page-faulting their activations in; the process keeps its peak")
 
 
 class TrackingConfig(Section):

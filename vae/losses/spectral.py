@@ -42,8 +42,8 @@ class StereoSpectrograms:
 
 
 def _per_view_mean(x: torch.Tensor) -> torch.Tensor:
-    """[B, V, ...] → [V]."""
-    return x.transpose(0, 1).flatten(1).mean(dim=1)
+    """[B, V, ...] → [V], reduced in place (no transposed copy)."""
+    return x.mean(dim=[0, *range(2, x.dim())])
 
 
 class MultiResolutionSTFTLoss(nn.Module):

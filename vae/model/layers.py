@@ -23,11 +23,13 @@ class Snake(nn.Module):
         return x + torch.sin(alpha * x).pow(2) / (alpha + 1e-9)
 
 
-def activation(name: str, channels: int) -> nn.Module:
+def activation(name: str, channels: int, *, inplace: bool = False) -> nn.Module:
+    """``inplace`` overwrites its input (ELU only: Snake's backward needs its input). Only safe
+    on a tensor nothing else reads, such as a convolution's output: saves a write of it."""
     if name == "snake":
         return Snake(channels)
     if name == "elu":
-        return nn.ELU()
+        return nn.ELU(inplace=inplace)
     raise ValueError(f"unknown activation {name!r}")
 
 
@@ -47,14 +49,15 @@ def conv_transpose1d(in_ch: int, out_ch: int, stride: int, *, weight_norm: bool 
 
 
 class ResidualUnit(nn.Module):
-    """act → dilated conv → act → 1x1 conv, added to the input."""
+    """act → dilated conv → act → 1x1 conv, added to the input. The first activation must keep
+    its input (the residual adds it); the second may overwrite the conv output it reads."""
 
     def __init__(self, channels: int, dilation: int, kernel: int, act: str, weight_norm: bool) -> None:
         super().__init__()
         self.block = nn.Sequential(
             activation(act, channels),
             conv1d(channels, channels, kernel, dilation=dilation, weight_norm=weight_norm),
-            activation(act, channels),
+            activation(act, channels, inplace=True),
             conv1d(channels, channels, 1, weight_norm=weight_norm),
         )
 

@@ -1,14 +1,19 @@
 """Where a training step's time goes (``vae-benchmark [KEY=VALUE ...]``).
 
-Prints, for the given config (default: the default config) on this machine:
-- a bare model forward+backward vs a full Lightning training step (goal: ≤ 1.15×),
-- the share of the step spent in the losses, forward and backward (goal: ≤ 20%),
-- data-loader throughput vs what training consumes (goal: ≥ 20×).
+Prints, for the given config (default: the default config) on this machine, in one run:
+- the CPU's reference rate: a 2048² fp32 matmul on the same threads;
+- the bare model forward+backward: its FLOPs (``torch.utils.flop_counter``), its rate and that
+  rate as a share of the matmul's (goal: >= 50%), and from the profiler, the share of backward
+  convolutions and how many times the forward convolutions they cost (about 2× is normal),
+  activations, weight norm, and minor page faults per step;
+- a full Lightning training step vs the bare model (goal: <= 1.15x) and the losses' share;
+- data-loader throughput vs what training consumes (goal: >= 20x).
 Figures, not assertions: a benchmark, not a test."""
 
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import tempfile
 import time
@@ -17,13 +22,29 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
 
 from vae.config import VAEConfig, load_config
-from vae.data.datamodule import AudioDataModule, build_datamodule, measure_loader_throughput
+from vae.data.datamodule import (
+    AudioDataModule,
+    build_datamodule,
+    measure_loader_throughput,
+)
+from vae.training.host_memory import retain_freed_memory
 from vae.training.module import AudioVAEModule
 from vae.training.train import build_trainer
 
 DEFAULT_REPEATS = 5
+MATMUL_SIZE = 2048
+# Profiler op names, grouped as the figures report them.
+CONV_FORWARD_OPS = ("aten::mkldnn_convolution", "aten::slow_conv_dilated2d", "aten::thnn_conv2d",
+                    "aten::_slow_conv2d_forward", "aten::cudnn_convolution",
+                    "aten::cudnn_convolution_transpose", "aten::slow_conv_transpose2d")
+CONV_BACKWARD_OPS = ("aten::convolution_backward",)
+ACTIVATION_OPS = ("aten::elu", "aten::elu_", "aten::elu_backward", "aten::sin", "aten::pow",
+                  "aten::sin_backward", "aten::pow_backward")
+WEIGHT_NORM_OPS = ("aten::_weight_norm_interface", "aten::_weight_norm_interface_backward")
 
 
 def _median_time(fn: Callable[[], None], repeats: int, warmup: int = 1) -> float:
@@ -37,17 +58,24 @@ def _median_time(fn: Callable[[], None], repeats: int, warmup: int = 1) -> float
     return statistics.median(times)
 
 
+def minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 class StepTimer(pl.Callback):
-    """Wall time of each training batch (data wait excluded), as Lightning runs it."""
+    """Wall time and minor page faults of each training batch (data wait excluded), as Lightning
+    runs it."""
 
     def __init__(self) -> None:
         self.times: list[float] = []
+        self.faults: list[int] = []
 
     def on_train_batch_start(self, *args) -> None:
-        self.start = time.perf_counter()
+        self.start, self.start_faults = time.perf_counter(), minor_faults()
 
     def on_train_batch_end(self, *args) -> None:
         self.times.append(time.perf_counter() - self.start)
+        self.faults.append(minor_faults() - self.start_faults)
 
 
 def benchmark_config(overrides: list[str], repeats: int = DEFAULT_REPEATS) -> VAEConfig:
@@ -55,6 +83,40 @@ def benchmark_config(overrides: list[str], repeats: int = DEFAULT_REPEATS) -> VA
     return load_config(overrides=["tracking.enabled=false", "trainer.progress_bar=false",
                                   f"trainer.max_steps={repeats + 2}",
                                   "trainer.val_every_steps=1000", *overrides])
+
+
+def matmul_rate(repeats: int) -> float:
+    """GFLOP/s of a square fp32 matmul on this process's threads: what the CPU can do."""
+    a, b = torch.randn(MATMUL_SIZE, MATMUL_SIZE), torch.randn(MATMUL_SIZE, MATMUL_SIZE)
+    seconds = _median_time(lambda: torch.mm(a, b), 2 * repeats)
+    return 2 * MATMUL_SIZE**3 / seconds / 1e9
+
+
+def step_flops(fn: Callable[[], None]) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def minor_faults_per_call(fn: Callable[[], None], calls: int = 2) -> float:
+    before = minor_faults()
+    for _ in range(calls):
+        fn()
+    return (minor_faults() - before) / calls
+
+
+def profile_shares(fn: Callable[[], None]) -> dict[str, float]:
+    """Shares of one call's profiled self time, by op group."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    self_us = {event.key: event.self_cpu_time_total for event in prof.key_averages()}
+    total = sum(self_us.values())
+
+    def share(ops: tuple[str, ...]) -> float:
+        return sum(self_us.get(op, 0.0) for op in ops) / total
+
+    return {"conv_backward": share(CONV_BACKWARD_OPS), "conv_forward": share(CONV_FORWARD_OPS),
+            "activations": share(ACTIVATION_OPS), "weight_norm": share(WEIGHT_NORM_OPS)}
 
 
 def time_step_parts(module: AudioVAEModule, batch: torch.Tensor, repeats: int
@@ -79,22 +141,26 @@ def time_step_parts(module: AudioVAEModule, batch: torch.Tensor, repeats: int
 
 
 def time_lightning_step(config: VAEConfig, module: AudioVAEModule,
-                        datamodule: AudioDataModule) -> float:
-    """Median wall time of a full Lightning training step."""
+                        datamodule: AudioDataModule) -> tuple[float, float]:
+    """Median wall time and minor page faults of a full Lightning training step."""
     timer = StepTimer()
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer(config, Path(tmp), callbacks=[timer])
         trainer.fit(module, datamodule=datamodule)
-    return statistics.median(timer.times[2:])  # the first steps pay one-off kernel setup
+    # the first steps pay one-off kernel setup
+    return statistics.median(timer.times[2:]), statistics.median(timer.faults[2:])
 
 
 def run_benchmark(overrides: list[str], repeats: int = DEFAULT_REPEATS) -> None:
     """Prints the figures of the module docstring for ``overrides`` of the default config."""
     config = benchmark_config(overrides, repeats)
+    retained = config.trainer.retain_freed_memory and retain_freed_memory()
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
           f"{os.getloadavg()[0]:.2f}; batch {config.data.batch_size} x {config.data.chunk_seconds} s, "
-          f"adversarial={'on' if config.adversarial.enabled else 'off'}")
+          f"adversarial={'on' if config.adversarial.enabled else 'off'}, freed host memory "
+          f"{'retained' if retained else 'returned to the OS'}")
+    reference = matmul_rate(repeats)
     datamodule = build_datamodule(config)
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
@@ -102,13 +168,25 @@ def run_benchmark(overrides: list[str], repeats: int = DEFAULT_REPEATS) -> None:
     params = sum(p.numel() for p in module.model.parameters())
     print(f"model: {params / 1e6:.2f} M parameters, hop {config.model.hop_length}")
     bare_s, losses_s, bare = time_step_parts(module, batch, repeats)
-    step_s = time_lightning_step(config, module, datamodule)
+    step_s, step_faults = time_lightning_step(config, module, datamodule)
     # Bare again now that the allocator and kernels are warm; the faster figure is the fair one.
     bare_s = min(bare_s, _median_time(bare, repeats))
+    flops = step_flops(bare)
+    shares = profile_shares(bare)
+    faults = minor_faults_per_call(bare)
     loader_chunks_per_s = measure_loader_throughput(datamodule, batches=10)
     consumed_chunks_per_s = config.data.batch_size / step_s
-    print(f"bare forward+backward        {bare_s * 1000:9.1f} ms")
-    print(f"full training step           {step_s * 1000:9.1f} ms   ratio {step_s / bare_s:.3f}x (goal <= 1.15x)")
+    rate = flops / bare_s / 1e9
+    print(f"matmul {MATMUL_SIZE}x{MATMUL_SIZE} fp32       {reference:9.1f} GFLOP/s (the CPU's reference rate)")
+    print(f"bare forward+backward        {bare_s * 1000:9.1f} ms   {flops / 1e9:.1f} GFLOP, "
+          f"{rate:.1f} GFLOP/s = {rate / reference:.0%} of matmul (goal >= 50%)")
+    print(f"  convolution backward       {shares['conv_backward']:9.1%} of it, "
+          f"{shares['conv_backward'] / max(shares['conv_forward'], 1e-9):.2f}x the forward "
+          f"convolutions ({shares['conv_forward']:.1%}; a backward costs about 2x)")
+    print(f"  activations, weight norm   {shares['activations']:9.1%}, {shares['weight_norm']:.1%}")
+    print(f"  minor page faults          {faults:9.0f} per step")
+    print(f"full training step           {step_s * 1000:9.1f} ms   ratio {step_s / bare_s:.3f}x (goal <= 1.15x), "
+          f"{step_faults:.0f} minor page faults")
     print(f"losses forward+backward      {losses_s * 1000:9.1f} ms   share of step {losses_s / step_s:.1%} (goal <= 20%)")
     print(f"data loader                  {loader_chunks_per_s:9.1f} chunks/s vs training consumes "
           f"{consumed_chunks_per_s:.2f} chunks/s: {loader_chunks_per_s / consumed_chunks_per_s:.0f}x (goal >= 20x)")

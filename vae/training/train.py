@@ -18,6 +18,7 @@ from vae.config import ConfigError, VAEConfig
 from vae.data.datamodule import build_datamodule
 from vae.metrics import METRICS
 from vae.training.callbacks import AudioExamplesToMLflow
+from vae.training.host_memory import retain_freed_memory
 from vae.training.mlflow import build_mlflow_logger
 from vae.training.module import AudioVAEModule
 
@@ -119,6 +120,8 @@ def train(config: VAEConfig, *, ckpt_path: str | None = None, callbacks: Sequenc
     if ckpt_path is not None:
         ckpt_path = str(check_resume_checkpoint(ckpt_path))
     quiet_lightning()
+    if config.trainer.retain_freed_memory:
+        retain_freed_memory()
     pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
     logger = build_mlflow_logger(config, mlflow_run_id, owns_run_status)
     if run_dir is None:
