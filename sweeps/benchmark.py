@@ -91,14 +91,18 @@ def start_figures(root: Path, args: argparse.Namespace) -> dict[str, float]:
 
 def concurrency_figures(root: Path, args: argparse.Namespace) -> dict[str, float]:
     """2. the same trials one and two at a time."""
-    walls = {}
+    walls, trial_s = {}, {}
     for concurrent in (1, 2):
         spec = space_dict(f"conc_{concurrent}", args.trials, concurrent, {"type": "none"},
                           args.concurrency_steps, args.concurrency_steps // 2)
-        walls[concurrent], _, _ = run(root, spec)
+        walls[concurrent], analysis, _ = run(root, spec)
+        # Inside the trials (time_total_s) vs the sweep's wall: contention or overhead?
+        trial_s[concurrent] = statistics.mean(
+            (t.last_result or {}).get("time_total_s", 0.0) for t in analysis.trials)
     return {"trials_per_min_1": 60 * args.trials / walls[1],
             "trials_per_min_2": 60 * args.trials / walls[2],
-            "concurrency_speedup": walls[1] / walls[2]}
+            "concurrency_speedup": walls[1] / walls[2],
+            "trial_s_1": trial_s[1], "trial_s_2": trial_s[2], "wall_s_1": walls[1], "wall_s_2": walls[2]}
 
 
 def asha_figures(root: Path, args: argparse.Namespace) -> dict[str, float]:
@@ -141,7 +145,9 @@ def print_figures(figures: dict[str, float], args: argparse.Namespace) -> None:
     if "concurrency_speedup" in figures:
         print(f"{args.trials} trials: {figures['trials_per_min_1']:.2f}/min one at a time, "
               f"{figures['trials_per_min_2']:.2f}/min two at a time: "
-              f"{figures['concurrency_speedup']:.2f}x (goal >= 1.8x)")
+              f"{figures['concurrency_speedup']:.2f}x (goal >= 1.8x); a trial's own time "
+              f"{figures['trial_s_1']:.1f} s alone, {figures['trial_s_2']:.1f} s beside another; "
+              f"sweep wall {figures['wall_s_1']:.0f} s vs {figures['wall_s_2']:.0f} s")
     if "asha_best" in figures:
         print(f"ASHA ({args.trials * 2} trials, grace {args.grace_period}): "
               f"{figures['asha_compute_fraction']:.0%} of the compute of running all to max_t "

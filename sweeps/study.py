@@ -2,7 +2,9 @@
 
 Three arms on the same data, with the same steps per trial: (a) the seed's default configuration
 (the space's first starting point) trained once to max_t; (b) random search + ASHA; (c) TPE + ASHA,
-(b) and (c) with the same number of trials. Each arm's pick is its best trial by the space's
+(b) and (c) with the same number of trials. The searching arms' rate budget is the default's
+measured rate (``rate_budget.max_kbps``, with the space's penalty), so their picks are compared
+with the default at equal or lower kbps. Each arm's pick is its best trial by the space's
 objective (best report, as the sweep ranks), exported as a bundle; OUT/study.md holds the table
 (compute, the pick's mean and sampled mel distance, kbps, ratio to the default) and
 OUT/rate_distortion.png every trial of every arm."""
@@ -29,13 +31,17 @@ ARMS: dict[str, dict[str, Any]] = {
 }
 
 
-def arm_overrides(raw: dict[str, Any], arm: str, corpus: Path, trials: int | None) -> dict[str, Any]:
-    """The space file's top-level sections as this arm runs them, on ``corpus``."""
+def arm_overrides(raw: dict[str, Any], arm: str, corpus: Path, trials: int | None,
+                  max_kbps: float | None = None) -> dict[str, Any]:
+    """The space file's top-level sections as this arm runs them, on ``corpus``; ``max_kbps``
+    replaces the space's rate budget (its penalty per kbps is kept)."""
     base = dict(raw.get("base") or {})
     base["overrides"] = {**(base.get("overrides") or {}), "data.root": str(corpus.resolve())}
     overrides: dict[str, Any] = {"name": f"{raw['name']}-{arm}", "base": base}
     if trials is not None:
         overrides["num_samples"] = trials
+    if max_kbps is not None:
+        overrides["rate_budget"] = {**(raw.get("rate_budget") or {}), "max_kbps": max_kbps}
     for key, value in ARMS[arm].items():
         overrides[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
     return overrides
@@ -67,10 +73,11 @@ def write_table(rows: list[dict[str, Any]], out: Path) -> str:
 
     default = next(r for r in rows if r["arm"] == "default")
     table = [[r["arm"], r["trials"], r["steps_trained"], r["pick"], r["mel_distance"],
-              r["mel_distance_sampled"], r["kl_kbps"],
+              r["mel_distance_sampled"], r["kl_kbps"], r["max_kbps"],
               r["mel_distance_sampled"] / default["mel_distance_sampled"]] for r in rows]
     text = tabulate(table, headers=["arm", "trials", "steps trained", "pick", MEAN, SAMPLED, RATE,
-                                    "sampled vs default"], floatfmt=".3f", tablefmt="github")
+                                    "kbps budget", "sampled vs default"], floatfmt=".3f",
+                    tablefmt="github")
     (out / "study.md").write_text(text + "\n")
     (out / "study.json").write_text(json.dumps(rows, indent=2, default=str))
     return text
@@ -131,13 +138,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     arms, rows = {}, []
     owns_ray = not ray.is_initialized()  # the arms share one local Ray; stop it if we started it
     try:
-        for arm in args.arms:
-            overrides = arm_overrides(raw, arm, corpus, None if arm == "default" else args.trials)
+        budget = None  # the default's measured rate, once its arm has run
+        for arm in sorted(args.arms, key=list(ARMS).index):  # the default first
+            overrides = arm_overrides(raw, arm, corpus, None if arm == "default" else args.trials,
+                                      budget)
             paths = run_arm(space_path, overrides, out / "sweeps", tracking_uri)
             _, trials = sweep_trials(paths)
             arms[arm] = trials
             rows.append(arm_summary(arm, trials))
             rows[-1]["bundle"] = export_best(paths, out / "bundles" / arm)["bundle"]
+            if arm == "default" and rows[-1]["kl_kbps"] is not None:
+                budget = round(rows[-1]["kl_kbps"], 3)
+            rows[-1]["max_kbps"] = (overrides.get("rate_budget") or raw.get("rate_budget") or {}
+                                    ).get("max_kbps")
     finally:
         if owns_ray:
             ray.shutdown()

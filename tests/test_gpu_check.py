@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from sweeps.gpu_check import LOADER_WORKERS, PACKED_TRIALS, card_peak
 
 
@@ -22,6 +24,7 @@ def test_gpu_check_needs_a_gpu_unless_tiny(tmp_path):
     assert not (tmp_path / "gpu_check.json").exists()
 
 
+@pytest.mark.slow
 def test_tiny_gpu_check_writes_every_figure(tmp_path):
     subprocess.run([sys.executable, "-m", "sweeps.gpu_check", "--tiny", "-o", str(tmp_path)],
                    check=True, capture_output=True, text=True, timeout=600)

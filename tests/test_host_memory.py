@@ -47,6 +47,7 @@ def test_retained_memory_is_reused_without_page_faults():
     assert faults_per_round("retain") < 500
 
 
+@pytest.mark.slow
 def test_training_retains_freed_memory_unless_configured_off():
     assert load_config().trainer.retain_freed_memory is True
     assert faults_per_round("train-retaining") < 500

@@ -41,6 +41,10 @@ def test_arm_overrides_keep_steps_and_data_and_change_only_the_search():
     random = arm_overrides(raw, "random", Path("/music"), 5)
     assert random["searcher"]["sampler"] == "random" and random["num_samples"] == 5
     assert "scheduler" not in random  # the space's own ASHA
+    assert "rate_budget" not in random
+    budgeted = arm_overrides({**raw, "rate_budget": {"max_kbps": 9.0, "penalty_per_kbps": 0.5}},
+                             "tpe", Path("/music"), 5, max_kbps=4.2)
+    assert budgeted["rate_budget"] == {"max_kbps": 4.2, "penalty_per_kbps": 0.5}
     assert set(ARMS) == {"default", "random", "tpe"}
 
 
@@ -63,6 +67,9 @@ def test_study_runs_three_arms_and_exports_each_pick(tmp_path):
     assert rows["default"]["trials"] == 1 and rows["default"]["config"] == {"optim.lr": 3e-4}
     assert rows["random"]["trials"] == rows["tpe"]["trials"] == 2
     assert rows["default"]["steps_trained"] == 4
+    # the searching arms are budgeted at the default's measured rate
+    assert rows["default"]["max_kbps"] is None
+    assert rows["random"]["max_kbps"] == rows["tpe"]["max_kbps"] == round(rows["default"]["kl_kbps"], 3)
     for row in rows.values():
         bundle = load_bundle(row["bundle"])
         assert bundle.provenance["trial_id"] == row["pick"]
