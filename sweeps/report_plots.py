@@ -45,6 +45,8 @@ def optuna_plots(study: Any, target_name: str, out_dir: Path) -> list[str]:
     for name, plot in plots.items() if complete else ():
         with warnings.catch_warnings():  # Optuna marks its matplotlib backend experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # One completed trial gives an axis of zero width, which matplotlib widens itself
+            warnings.filterwarnings("ignore", message="Attempting to set identical")
             try:
                 axes = plot(study, target_name=target_name)
             except (ValueError, RuntimeError):  # e.g. a parameter that never varied
