@@ -44,3 +44,39 @@ def test_mel_spectrogram_of_a_tone_peaks_in_the_band_of_the_tone():
 def test_stft_shape_and_hop_default():
     spec = stft(torch.randn(3, 2, 4096), 512)
     assert spec.shape == (3, 2, 257, 4096 // 128 + 1) and spec.is_complex()
+
+
+def _torch_stft(signal: torch.Tensor, n_fft: int) -> torch.Tensor:
+    batch, channels, length = signal.shape
+    spec = torch.stft(signal.reshape(-1, length), n_fft, hop_length=max(n_fft // 4, 1),
+                      window=torch.hann_window(n_fft, dtype=signal.dtype), center=True,
+                      pad_mode="reflect", return_complex=True)
+    return spec.reshape(batch, channels, *spec.shape[-2:])
+
+
+@pytest.mark.parametrize("n_fft", [8, 9, 64, 256])
+def test_stft_and_its_hand_written_gradient_match_torch_stft(n_fft):
+    """Odd sizes too: there the hop (n_fft // 4) does not divide the window and there is no
+    Nyquist bin."""
+    signal = torch.randn(2, 3, 1000, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    fast_leaf, slow_leaf = signal.clone().requires_grad_(True), signal.clone().requires_grad_(True)
+    fast, slow = stft(fast_leaf, n_fft, dtype=torch.float64), _torch_stft(slow_leaf, n_fft)
+    torch.testing.assert_close(fast, slow)
+    upstream = torch.randn(fast.shape, dtype=torch.complex128, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(torch.autograd.grad(fast, fast_leaf, upstream)[0],
+                               torch.autograd.grad(slow, slow_leaf, upstream)[0])
+
+
+def test_banded_mel_projection_matches_the_dense_filterbank_with_gradients():
+    """Includes filter blocks with no bins (many narrow low filters on a short FFT)."""
+    from vae.dsp import apply_mel_filterbank
+    for n_fft, n_mels in ((2048, 320), (256, 80), (32, 5)):
+        mags = torch.rand(2, 3, 500, n_fft // 2 + 1, dtype=torch.float64).transpose(-1, -2)
+        bank = mel_filterbank(44100, n_fft, n_mels).double()
+        fast_leaf, slow_leaf = mags.clone().requires_grad_(True), mags.clone().requires_grad_(True)
+        fast = apply_mel_filterbank(fast_leaf, 44100, n_fft, n_mels)
+        slow = bank @ slow_leaf
+        torch.testing.assert_close(fast, slow)
+        upstream = torch.randn(slow.shape, dtype=torch.float64)
+        torch.testing.assert_close(torch.autograd.grad(fast, fast_leaf, upstream)[0],
+                                   torch.autograd.grad(slow, slow_leaf, upstream)[0])

@@ -12,7 +12,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from vae.dsp import magnitude, mel_filterbank, stft
+from vae.dsp import apply_mel_filterbank, magnitude, stft
+
+
+# Rows mix (left, right) into the four views: left, right, mid = (L+R)/2, side = (L-R)/2.
+_STEREO_VIEWS = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [0.5, -0.5]])
 
 
 class StereoSpectrograms:
@@ -26,11 +30,16 @@ class StereoSpectrograms:
 
     @staticmethod
     def _view_magnitudes(signal: torch.Tensor, n_fft: int) -> torch.Tensor:
-        spec = stft(signal, n_fft)  # [B, C, F, frames]
+        # [B, C, frames, F]: the FFT's own memory order (stft returns it transposed), so the
+        # views are mixed without a transposing copy.
+        spec = stft(signal, n_fft).transpose(-1, -2)
         if spec.shape[1] == 2:
-            left, right = spec[:, 0:1], spec[:, 1:2]
-            spec = torch.cat([spec, (left + right) / 2, (left - right) / 2], dim=1)
-        return magnitude(spec)
+            # One real product on (re, im) pairs instead of complex adds, divides and a concat.
+            batch, _, frames, bins = spec.shape
+            pairs = torch.view_as_real(spec).reshape(batch, 2, -1)
+            views = torch.matmul(_STEREO_VIEWS.to(spec.device), pairs)
+            spec = torch.view_as_complex(views.view(batch, 4, frames, bins, 2))
+        return magnitude(spec).transpose(-1, -2)
 
     def magnitudes(self, n_fft: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(prediction, target) magnitudes, each [B, V, F, frames]."""
@@ -46,6 +55,36 @@ def _per_view_mean(x: torch.Tensor) -> torch.Tensor:
     return x.mean(dim=[0, *range(2, x.dim())])
 
 
+class _SpectralDistances(torch.autograd.Function):
+    """Per view ([V]) of [B, V, F, frames] magnitudes: spectral convergence ||T − P|| / ||T|| per
+    item, averaged over the batch, and the mean |log T − log P|. The target takes no gradient. The
+    backward is written out, -(T − P) / (||T − P|| ||T||) / B and -sign(log T − log P) / (P · count),
+    in three full-size passes instead of autograd's chain through every op: the STFT loss's terms
+    took 100 ms forward+backward at the default sizes (batch 8 × 1 s, 2 threads), now 39 ms."""
+
+    @staticmethod
+    def forward(ctx, pred: torch.Tensor,  # type: ignore[override]
+                target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        diff = target - pred
+        diff_norm = torch.linalg.vector_norm(diff, dim=(2, 3))  # [B, V]
+        target_norm = torch.linalg.vector_norm(target, dim=(2, 3)).clamp(min=1e-5)
+        log_ratio = torch.log(target / pred)
+        ctx.save_for_backward(pred, diff, log_ratio, diff_norm, target_norm)
+        return (diff_norm / target_norm).mean(dim=0), _per_view_mean(log_ratio.abs())
+
+    @staticmethod
+    def backward(ctx, convergence_grad: torch.Tensor,  # type: ignore[override]
+                 log_l1_grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        pred, diff, log_ratio, diff_norm, target_norm = ctx.saved_tensors
+        batch, _, bins, frames = pred.shape
+        # A norm's gradient is zero where the difference is all zero, as vector_norm's is.
+        per_item = torch.where(diff_norm > 0, -convergence_grad / (batch * diff_norm * target_norm),
+                               0.0)[..., None, None]
+        per_view = (-log_l1_grad / (batch * bins * frames))[:, None, None]
+        grad = torch.addcdiv(diff * per_item, log_ratio.sign() * per_view, pred)
+        return grad, None
+
+
 class MultiResolutionSTFTLoss(nn.Module):
     """Spectral convergence + log-magnitude L1, averaged over FFT sizes (Yamamoto et al. 2020)."""
 
@@ -59,11 +98,7 @@ class MultiResolutionSTFTLoss(nn.Module):
     def forward(self, spectra: StereoSpectrograms) -> torch.Tensor:
         total = 0.0
         for n_fft in self.fft_sizes:
-            pred, target = spectra.magnitudes(n_fft)
-            diff_norm = torch.linalg.vector_norm((target - pred).flatten(2), dim=2)  # [B, V]
-            target_norm = torch.linalg.vector_norm(target.flatten(2), dim=2)
-            convergence = (diff_norm / target_norm.clamp(min=1e-5)).mean(dim=0)
-            log_l1 = _per_view_mean((torch.log(target) - torch.log(pred)).abs())  # target: no grad
+            convergence, log_l1 = _SpectralDistances.apply(*spectra.magnitudes(n_fft))
             total = total + self.spectral_convergence_weight * convergence \
                 + self.log_magnitude_weight * log_l1
         return total / len(self.fft_sizes)
@@ -83,10 +118,10 @@ class MultiScaleMelLoss(nn.Module):
         total = 0.0
         for n_fft, n_mels in self.scales:
             pred, target = spectra.magnitudes(n_fft)
-            bank = mel_filterbank(self.sample_rate, n_fft, n_mels, device=pred.device)
-            pred_mel = torch.einsum("mf,bvft->bvmt", bank, pred)
+            pred_mel = apply_mel_filterbank(pred, self.sample_rate, n_fft, n_mels)
             with torch.no_grad():
-                target_log = torch.einsum("mf,bvft->bvmt", bank, target).clamp(min=self.clamp_eps).log10()
+                target_log = apply_mel_filterbank(target, self.sample_rate, n_fft, n_mels) \
+                    .clamp(min=self.clamp_eps).log10()
             log_diff = pred_mel.clamp(min=self.clamp_eps).log10() - target_log
             total = total + _per_view_mean(log_diff.abs())
         return total / len(self.scales)
