@@ -51,19 +51,14 @@ def card_peak(name: str, precision: str) -> float | None:
     return None
 
 
-def measured_matmul(torch: Any, device: str, precision: str, size: int) -> float:
+def measured_matmul(device: str, precision: str, size: int) -> float:
     """FLOP/s of a square matmul in the precision's compute dtype on ``device``."""
+    import torch
+
+    from vae.training.benchmark import matmul_rate
+
     dtype = {"32": torch.float32, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}[precision]
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    sync(torch, device)
-    start, repeats = time.perf_counter(), 10
-    for _ in range(repeats):
-        a @ b
-    sync(torch, device)
-    return 2 * size**3 * repeats / (time.perf_counter() - start)
+    return matmul_rate(5, size, device, dtype)
 
 
 def sync(torch: Any, device: str) -> None:
@@ -265,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for precision in precisions:
         run = precision_run(overrides, precision, 12 if args.tiny else args.steps, device)
         peak = card_peak(results["device_name"], precision) if cuda else None
-        matmul = measured_matmul(torch, device, precision, 512 if args.tiny else MATMUL_SIZE)
+        matmul = measured_matmul(device, precision, 512 if args.tiny else MATMUL_SIZE)
         run["mfu_table"] = run["step_flops"] / run["step_s"] / peak if peak else None
         run["mfu_measured"] = run["step_flops"] / run["step_s"] / matmul
         run["matmul_tflops"] = matmul / 1e12

@@ -162,9 +162,9 @@ class _BandedProjection(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, bank: torch.Tensor,  # type: ignore[override]
                 blocks: tuple[tuple[slice, slice], ...]) -> torch.Tensor:
-        ctx.save_for_backward(bank)
-        ctx.blocks, ctx.shape = blocks, x.transpose(-1, -2).shape
         frames_major = x.transpose(-1, -2)
+        ctx.save_for_backward(bank)
+        ctx.blocks, ctx.shape = blocks, frames_major.shape
         return torch.cat([torch.matmul(frames_major[..., bins], bank[filters, bins].T)
                           for filters, bins in blocks], dim=-1).transpose(-1, -2)
 

@@ -85,11 +85,19 @@ def benchmark_config(overrides: list[str], repeats: int = DEFAULT_REPEATS) -> VA
                                   "trainer.val_every_steps=1000", *overrides])
 
 
-def matmul_rate(repeats: int) -> float:
-    """GFLOP/s of a square fp32 matmul on this process's threads: what the CPU can do."""
-    a, b = torch.randn(MATMUL_SIZE, MATMUL_SIZE), torch.randn(MATMUL_SIZE, MATMUL_SIZE)
-    seconds = _median_time(lambda: torch.mm(a, b), 2 * repeats)
-    return 2 * MATMUL_SIZE**3 / seconds / 1e9
+def matmul_rate(repeats: int, size: int = MATMUL_SIZE, device: str = "cpu",
+                dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of a square matmul in ``dtype`` on ``device`` (on CPU, this process's threads): what
+    the hardware does on the best-shaped work, the reference a model's rate is compared with."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+
+    def multiply() -> None:
+        torch.mm(a, b)
+        if a.is_cuda:  # time the work, not its launch
+            torch.cuda.synchronize()
+
+    return 2 * size**3 / _median_time(multiply, 2 * repeats, warmup=3)
 
 
 def step_flops(fn: Callable[[], None]) -> int:
@@ -160,7 +168,7 @@ def run_benchmark(overrides: list[str], repeats: int = DEFAULT_REPEATS) -> None:
           f"{os.getloadavg()[0]:.2f}; batch {config.data.batch_size} x {config.data.chunk_seconds} s, "
           f"adversarial={'on' if config.adversarial.enabled else 'off'}, freed host memory "
           f"{'retained' if retained else 'returned to the OS'}")
-    reference = matmul_rate(repeats)
+    reference = matmul_rate(repeats) / 1e9
     datamodule = build_datamodule(config)
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
