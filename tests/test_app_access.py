@@ -1,22 +1,30 @@
 """What the listening app may read, fetch and accept: bundle and sweep folders only under the roots
 set at start (outside and missing: the same message), MLflow only at the URIs allowed at start
-(a URI forced into the page is never contacted), uploads refused over the cap before decoding, and
-the launcher serving 127.0.0.1 unless told otherwise."""
+(a URI forced into the page is never contacted), uploads refused over the cap before decoding, the
+app serving 127.0.0.1 unless told otherwise however it is started, and stopping when told."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import io
 import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import soundfile as sf
 
 from sweeps.app.access import NotAllowed, allowed_tracking_uri
-from sweeps.app.cli import streamlit_command
+from sweeps.app.cli import PAGE, streamlit_command
+from tests.screenshot_app import REPO
 from tests.test_app import bundle_dir, page, tone  # noqa: F401  (fixtures)
 
 pytest.importorskip("streamlit")
@@ -129,27 +137,67 @@ def listening_addresses(port: int) -> set[str]:
     return found
 
 
-def test_the_served_app_listens_on_loopback_only(bundle_dir, tmp_path):
-    import socket
-    import subprocess
-    import sys
-    import time
+LOOPBACK = {socket.inet_aton("127.0.0.1")[::-1].hex().upper()}
 
-    from tests.screenshot_app import REPO, _stop, free_port
+
+@contextlib.contextmanager
+def started(command: list[str], cwd: Path, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen, int]]:
+    """``command`` plus a free --server.port, in its own session; yields (process, port) once it
+    listens."""
+    from tests.screenshot_app import _stop, free_port
 
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "sweeps.app.cli", "--server.port", str(port),
-                                "--server.headless", "true"], cwd=str(REPO),
-                               env={**os.environ, "VAE_APP_MODEL": str(bundle_dir)},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    process = subprocess.Popen([*command, "--server.port", str(port), "--server.headless", "true"],
+                               cwd=str(cwd), env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while not listening_addresses(port):
             assert process.poll() is None and time.monotonic() < deadline
             time.sleep(0.5)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=10) as r:
-            assert r.read().strip() == b"ok"
-        assert listening_addresses(port) == {socket.inet_aton("127.0.0.1")[::-1].hex().upper()}
+        yield process, port
     finally:
         _stop(process)
+
+
+def test_the_served_app_listens_on_loopback_only(bundle_dir, tmp_path):
+    with started([sys.executable, "-m", "sweeps.app.cli"], REPO,
+                 {"VAE_APP_MODEL": str(bundle_dir)}) as (_, port):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=10) as r:
+            assert r.read().strip() == b"ok"
+        assert listening_addresses(port) == LOOPBACK
+
+
+def test_streamlit_run_from_the_project_root_listens_on_loopback_only(bundle_dir):
+    """As the page's docstring says to start it: the root's .streamlit/config.toml binds loopback."""
+    with started([sys.executable, "-m", "streamlit", "run", "sweeps/app/page.py"], REPO,
+                 {"VAE_APP_MODEL": str(bundle_dir)}) as (_, port):
+        assert listening_addresses(port) == LOOPBACK
+
+
+def test_the_page_served_on_every_interface_refuses_to_run(bundle_dir, tmp_path):
+    """Started elsewhere with no address, Streamlit listens everywhere: the page shows why and
+    how to start it, and renders nothing else."""
+    from tests.screenshot_app import chromium_page, find_chromium, wait_rendered
+
+    if find_chromium() is None:
+        pytest.skip("no chromium (.ci/setup --tests installs it)")
+    with started([sys.executable, "-m", "streamlit", "run", str(PAGE)], tmp_path,
+                 {"VAE_APP_MODEL": str(bundle_dir)}) as (_, port):
+        assert listening_addresses(port) - LOOPBACK  # the premise: not loopback only
+        with chromium_page(f"http://127.0.0.1:{port}") as browser:
+            state = wait_rendered(browser)
+    assert any("listens on every network interface" in e for e in state["errors"]), state
+    assert not state["audio"] and not state["metrics"]  # nothing past the refusal was rendered
+
+
+def test_stopping_vae_app_stops_the_server(bundle_dir):
+    """SIGTERM to the vae-app process itself (not its group), as a service manager sends it."""
+    launcher = str(Path(sys.executable).with_name("vae-app"))
+    with started([launcher], REPO, {"VAE_APP_MODEL": str(bundle_dir)}) as (process, port):
+        process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while listening_addresses(port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not listening_addresses(port), "the server outlived vae-app"
+        assert process.wait(timeout=5) is not None

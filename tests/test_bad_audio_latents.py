@@ -5,6 +5,7 @@ silent nan, never a traceback, never an empty output reported as written."""
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,39 @@ CASES = {
     "negative hop": (lambda f: with_metadata(f, hop_length=-32), "metadata.hop_length must be"),
     "model a string": (lambda f: with_metadata(f, model="tiny"), "metadata.model must be a mapping"),
     "length zero": (lambda f: with_metadata(f, length=0), "metadata.length is 0"),
+    # metadata that cannot be true of the arrays it describes
+    "length 10^12": (lambda f: with_metadata(f, length=10**12),
+                     "metadata.length is 1000000000000 samples, but 690 frames of hop 32 hold"),
+    "length of fewer frames": (lambda f: with_metadata(f, length=100), "metadata.length is 100 samples"),
+    "frames disagree": (lambda f: with_metadata(f, frames=7), "metadata.frames is 7, but the arrays hold 690"),
+    "source rate 0": (lambda f: with_metadata(f, source={**metadata_of(f)["source"], "sample_rate": 0}),
+                      "metadata.source.sample_rate must be a whole number of Hz from 1 to 768000, got 0"),
+    "source rate 10^9": (lambda f: with_metadata(f, source={**metadata_of(f)["source"], "sample_rate": 10**9}),
+                         "metadata.source.sample_rate must be"),
+    "hop zero": (lambda f: with_metadata(f, hop_length=0), "metadata.hop_length must be positive"),
+    "duplicate metadata key": (lambda f: rewrite(f, metadata=np.array(
+        json.dumps(metadata_of(f))[:-1] + ', "length": 5}')), "metadata: length: duplicate key"),
+    "metadata not a string": (lambda f: rewrite(f, metadata=np.zeros(3)), "metadata must be one JSON string"),
+    "0 bytes": (lambda f: empty_file(f), "not a latent file written by vae-encode"),
+    "header larger than data": (lambda f: truncated_mean(f), "mean: the header's shape (4, 690) does not match"),
 }
+
+
+def empty_file(path: Path) -> Path:
+    bad = path.with_name("bad.npz")
+    bad.write_bytes(b"")
+    return bad
+
+
+def truncated_mean(path: Path) -> Path:
+    """The mean's .npy member with its data cut short (its header still claims every frame)."""
+
+    bad = path.with_name("bad.npz")
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(bad, "w") as target:
+        for name in source.namelist():
+            data = source.read(name)
+            target.writestr(name, data[:-400] if name == "mean.npy" else data)
+    return bad
 
 
 @pytest.mark.parametrize("case", list(CASES))

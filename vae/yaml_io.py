@@ -1,4 +1,5 @@
-"""THE way a user's YAML file is read (config files, search spaces, bundle configs).
+"""THE way a file a user hands us is read: YAML (config files, search spaces, bundle configs,
+MLflow's MLmodel) and JSON (a bundle's metrics and provenance, a latent file's metadata).
 
 ``yaml.safe_load`` runs no code, but it lets the last of two equal keys win silently, expands
 aliases without bound (a 300-byte "billion laughs" file keeps every consumer busy for minutes)
@@ -9,10 +10,14 @@ and turns a non-UTF-8 file into a UnicodeDecodeError traceback. This loader refu
 - a mapping with the same key twice (the message gives the dotted key and both lines);
 - aliases are allowed (``<<: *defaults`` is handy), but the document counted with every alias
   expanded must stay under ``MAX_NODES`` nodes, and a recursive alias is refused.
+
+JSON gets the same size, UTF-8 and duplicate-key rules (``json.loads`` also keeps the last of two
+equal keys); it has no aliases or tags.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -109,7 +114,7 @@ def parse_yaml(text: str, source: str = "<yaml>") -> Any:
 
 
 def read_yaml_text(path: str | os.PathLike[str]) -> str:
-    """The file's text: at most MAX_BYTES, UTF-8 (YAMLFileError otherwise)."""
+    """The file's text (YAML or JSON): at most MAX_BYTES, UTF-8 (YAMLFileError otherwise)."""
     path = Path(path)
     try:
         with path.open("rb") as handle:
@@ -127,3 +132,31 @@ def read_yaml_text(path: str | os.PathLike[str]) -> str:
 def load_yaml_file(path: str | os.PathLike[str]) -> Any:
     """A user's YAML file as Python values; every refusal is a YAMLFileError naming the file."""
     return parse_yaml(read_yaml_text(path), str(path))
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    mapping: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in mapping:
+            raise ValueError(f"{key}: duplicate key; a JSON object keeps only the last")
+        mapping[key] = value
+    return mapping
+
+
+def parse_json(text: str, source: str = "<json>") -> Any:
+    """``text`` as Python values, refusing duplicate keys and oversized text (YAMLFileError)."""
+    if len(text) > MAX_BYTES:
+        raise YAMLFileError(source, f"larger than {MAX_BYTES // 1024} KiB")
+    try:
+        return json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
+    except json.JSONDecodeError as exc:
+        raise YAMLFileError(source, f"not valid JSON: {exc}") from None
+    except ValueError as exc:
+        raise YAMLFileError(source, str(exc)) from None
+    except RecursionError:
+        raise YAMLFileError(source, "nested too deeply") from None
+
+
+def load_json_file(path: str | os.PathLike[str]) -> Any:
+    """A user's JSON file as Python values; every refusal is a YAMLFileError naming the file."""
+    return parse_json(read_yaml_text(path), str(path))

@@ -1,6 +1,7 @@
 """vae-app: serve the listening room (sweeps/app/page.py) with ``streamlit run``.
 
-Serves 127.0.0.1 only unless told otherwise (``--server.address 0.0.0.0``): the settings in
+The process becomes the Streamlit server (exec), so stopping vae-app (Ctrl-C, SIGTERM from a
+service manager or a script) stops the server. Serves 127.0.0.1 only unless told otherwise (``--server.address 0.0.0.0``): the settings in
 sweeps/app/streamlit.toml are passed as flags unless given here. The page reads bundles and sweeps
 only under the roots given here (or in the environment), queries MLflow only at the tracking URIs
 given here, and refuses uploads over --max-upload-mb before decoding them. Every other argument
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -82,10 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     if importlib.util.find_spec("streamlit") is None:
         return common.fail("streamlit is not installed; expected it from the ui extra "
                            "(pip install -e '.[ui]')")
-    try:
-        return subprocess.call(command, env=env)
-    except KeyboardInterrupt:  # Ctrl-C stops the server: not an error
-        return 0
+    # Become the server (same pid): a signal that stops vae-app stops Streamlit, no orphan left.
+    os.execve(command[0], command, env)
 
 
 if __name__ == "__main__":

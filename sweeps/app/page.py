@@ -1,5 +1,8 @@
-"""The listening room's page (see sweeps/app/__init__.py): ``vae-app``, or
-``streamlit run sweeps/app/page.py``."""
+"""The listening room's page (see sweeps/app/__init__.py). Start it with ``vae-app`` (loopback,
+upload cap, read roots: sweeps/app/cli.py), or from the project root with
+``streamlit run sweeps/app/page.py``, which reads the same settings through the root's
+.streamlit/config.toml. Served on every interface without being told to (Streamlit's default
+elsewhere), the page refuses to run: ``--server.address 0.0.0.0`` says so explicitly."""
 
 from __future__ import annotations
 
@@ -37,9 +40,20 @@ def select_clip(spec: str, bundle: Bundle, max_seconds: float, example_seconds: 
     return Selection(spec, bundle, clip, seconds, audio, result)
 
 
+def refuse_every_interface_by_default() -> None:
+    """Stops the page when a real server (a browser's request has headers) listens on every
+    interface because no address was set: Streamlit's default, not the user's choice."""
+    if not st.get_option("server.address") and st.context.headers:
+        st.error("This server listens on every network interface because no address was set. "
+                 "Start it with `vae-app`, or `streamlit run sweeps/app/page.py` from the project "
+                 "root (127.0.0.1); to serve other machines, pass --server.address 0.0.0.0.")
+        st.stop()
+
+
 def main() -> None:
     st.set_page_config(page_title=TITLE, page_icon="🎧", layout="wide")
     st.title(TITLE)
+    refuse_every_interface_by_default()
     with st.sidebar:
         spec, bundle = model_sidebar()
         max_seconds, example_seconds = clip_sidebar()

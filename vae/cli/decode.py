@@ -4,18 +4,22 @@ IN is a latent file written by ``vae-encode`` or a folder of them. OUT is an aud
 from its extension: .wav, .flac, .ogg, ...) for a single input file, else a folder receiving one
 file per input (``--format``, default wav). The audio is written at the source file's sample rate
 (``--sample-rate model`` keeps the model's; a number picks one), trimmed to the source's length,
-with the model's channels. ``--model`` defaults to the model recorded in the latent file; decoding
-with a model other than the one that encoded is refused unless ``--allow-other-model``."""
+with the model's channels. ``--model`` defaults to the model recorded in the latent file, followed
+only when it is an absolute bundle folder, or a models:/ or runs:/ URI and you name your tracking
+store (--tracking-uri or $MLFLOW_TRACKING_URI); a URL recorded in a file is refused, never
+fetched. Decoding with a model other than the one that encoded is refused unless
+``--allow-other-model``."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from vae.cli.common import (add_model_runtime, add_out, build_parser,
                             exits_on_user_error, run)
-from vae.inference import (DEFAULT_CHUNK_SECONDS, Bundle, LatentFileError, Latents,
+from vae.inference import (DEFAULT_CHUNK_SECONDS, MAX_SAMPLE_RATE, Bundle, Latents,
                            decode_to_file, find_latent_files, load_model)
 
 RATE_CHOICES = ("original", "model")
@@ -23,9 +27,10 @@ RATE_CHOICES = ("original", "model")
 
 def sample_rate_choice(value: str) -> str:
     """``--sample-rate``: 'original', 'model' or a positive integer (Hz)."""
-    if value in RATE_CHOICES or value.isdigit() and int(value) > 0:
+    if value in RATE_CHOICES or value.isdigit() and 0 < int(value) <= MAX_SAMPLE_RATE:
         return value
-    raise argparse.ArgumentTypeError(f"must be 'original', 'model' or a rate in Hz, got {value!r}")
+    raise argparse.ArgumentTypeError(f"must be 'original', 'model' or a rate in Hz up to "
+                                     f"{MAX_SAMPLE_RATE}, got {value!r}")
 
 
 def output_rate(choice: str, latents: Latents) -> int | None:
@@ -56,21 +61,22 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def model_of(latents: Latents, file: Path, model: str | None) -> str:
-    """The model to decode ``file`` with: --model, else the one recorded in the file."""
-    spec = model or latents.metadata.get("model", {}).get("spec")
-    if not spec:
-        raise LatentFileError(f"{file}: records no model; pass --model")
-    return spec
+def model_of(latents: Latents, file: Path, args: argparse.Namespace) -> str:
+    """The model to decode ``file`` with: --model, else the one the file records, where it may
+    be followed (Latents.recorded_model: never a URL)."""
+    return args.model or latents.recorded_model(str(file), args.tracking_uri)
 
 
 def load_checked_models(loaded: list[tuple[Path, Latents]], args: argparse.Namespace
                         ) -> dict[str, Bundle]:
     """Every model needed, loaded once, each checked against its latents before any decoding."""
+    specs = {file: model_of(latents, file, args) for file, latents in loaded}  # all refusals first
     bundles: dict[str, Bundle] = {}
     for file, latents in loaded:
-        spec = model_of(latents, file, args.model)
+        spec = specs[file]
         if spec not in bundles:
+            if not args.model:
+                print(f"model {spec} (recorded in {file}; --model overrides)", file=sys.stderr)
             bundles[spec] = load_model(spec, args.device, args.tracking_uri)
         latents.check_model(bundles[spec], args.allow_other_model, str(file))
     return bundles
@@ -86,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         and not out.is_dir() and out.suffix
     bundles = load_checked_models(loaded, args)
     for file, latents in loaded:
-        bundle = bundles[model_of(latents, file, args.model)]
+        bundle = bundles[model_of(latents, file, args)]
         target = out if single else out / f"{file.stem}.{args.format.lstrip('.')}"
         path, written = decode_to_file(bundle, latents, target, sample=args.sample,
                                        out_sample_rate=output_rate(args.sample_rate, latents),

@@ -10,7 +10,7 @@
 
 The names below are the public API: ``from vae.inference import load_model``."""
 
-from vae.inference.audio_io import (AUDIO_EXTENSIONS, AudioError, AudioInfo, AudioSource,
+from vae.inference.audio_io import (AUDIO_EXTENSIONS, MAX_SAMPLE_RATE, AudioError, AudioInfo, AudioSource,
                                     adapt_channels, audio_info, find_audio_files, read_audio,
                                     resample, stream_audio, write_audio)
 from vae.inference.bundle import (REQUIRED_FILES, WEIGHTS_FILE, Bundle, BundleError,
@@ -28,7 +28,7 @@ from vae.inference.streaming import (DEFAULT_CHUNK_SECONDS, SampleCounter, chunk
                                      reconstruct, take)
 
 __all__ = [
-    "AUDIO_EXTENSIONS", "AudioError", "AudioInfo", "AudioSource", "adapt_channels", "audio_info",
+    "AUDIO_EXTENSIONS", "MAX_SAMPLE_RATE", "AudioError", "AudioInfo", "AudioSource", "adapt_channels", "audio_info",
     "find_audio_files", "read_audio", "resample", "stream_audio", "write_audio",
     "REQUIRED_FILES", "WEIGHTS_FILE", "Bundle", "BundleError", "bundle_from_checkpoint",
     "is_model_uri", "load_bundle", "load_checkpoint_model", "load_model", "model_spec",

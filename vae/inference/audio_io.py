@@ -19,6 +19,7 @@ import torch
 from vae.audio_files import AUDIO_EXTENSIONS, RESAMPLE_QUALITY, adapt_channels, resample_frames
 
 READ_BLOCK_FRAMES = 65536
+MAX_SAMPLE_RATE = 768_000  # the highest rate audio interfaces and soxr's presets are used at
 
 AudioSource = str | Path | BinaryIO
 

@@ -3,7 +3,12 @@
 ``DIR/model.safetensors``, ``DIR/config.yaml`` (the full resolved VAE config),
 ``DIR/metrics.json`` and ``DIR/provenance.json``. ``load_bundle(DIR)`` gives an ``AudioVAE`` in
 eval mode (``vae.inference.loading.load_model`` also takes an MLflow model URI).
-``vae-export CKPT -o DIR`` turns a training checkpoint into a bundle."""
+``vae-export CKPT -o DIR`` turns a training checkpoint into a bundle.
+
+A bundle arrives from a colleague or a download, so every file in it is checked before use: the
+config with the strict reader and the schema (unknown keys refused), the weights for being
+safetensors that fit the config's model, the JSON files with the strict reader. Every refusal is a
+BundleError naming the file."""
 
 from __future__ import annotations
 
@@ -15,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from vae.config import VAEConfig
+from vae.config import ConfigError, VAEConfig, load_config
 from vae.model import AudioVAE
+from vae.yaml_io import YAMLFileError, load_json_file
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
@@ -62,7 +68,10 @@ def load_checkpoint_model(ckpt_path: str | Path) -> tuple[AudioVAE, VAEConfig, d
         raise BundleError(f"{ckpt_path}: no such checkpoint file")
     try:
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        config = VAEConfig.model_validate(checkpoint["hyper_parameters"]["config"])
+        config = VAEConfig().override(checkpoint["hyper_parameters"]["config"],
+                                      f"{ckpt_path}: hyper_parameters.config")
+    except ConfigError as exc:
+        raise BundleError(str(exc)) from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, TypeError) as exc:
         raise BundleError(f"{ckpt_path}: not a checkpoint written by vae-train ({exc!r})") from exc
     model = AudioVAE(config.model)
@@ -81,6 +90,42 @@ def bundle_from_checkpoint(ckpt_path: str | Path, out_dir: str | Path,
     return save_bundle(model, config, out_dir, metrics, provenance)
 
 
+def read_bundle_config(path: Path) -> VAEConfig:
+    """The bundle's config.yaml, read strictly and validated against the schema."""
+    try:
+        return load_config(path / CONFIG_FILE)
+    except ConfigError as exc:
+        raise BundleError(str(exc)) from None
+
+
+def read_bundle_weights(path: Path, model: AudioVAE) -> None:
+    """Loads model.safetensors into ``model``; refuses another format or other shapes."""
+    file = path / WEIGHTS_FILE
+    try:
+        weights = load_file(str(file))
+    except SafetensorError as exc:
+        raise BundleError(f"{file}: not a safetensors weights file ({exc})") from None
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0].rstrip(":")
+        raise BundleError(f"{file}: weights do not fit the model in {CONFIG_FILE} ({first})") from None
+
+
+def read_bundle_json(path: Path, name: str) -> dict[str, Any]:
+    """An optional JSON mapping of the bundle ({} when the file is absent)."""
+    file = path / name
+    if not file.is_file():
+        return {}
+    try:
+        value = load_json_file(file)
+    except YAMLFileError as exc:
+        raise BundleError(str(exc)) from None
+    if not isinstance(value, dict):
+        raise BundleError(f"{file}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
 def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
     path = Path(path)
     if not path.is_dir():
@@ -88,16 +133,11 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
     missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
     if missing:
         raise BundleError(f"{path}: not a complete bundle, missing {', '.join(missing)}")
-    config = VAEConfig.model_validate(yaml.safe_load((path / CONFIG_FILE).read_text()))
+    config = read_bundle_config(path)
+    metrics, provenance = (read_bundle_json(path, name) for name in (METRICS_FILE, PROVENANCE_FILE))
     model = AudioVAE(config.model)
-    model.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
-    model.to(device).eval()
-
-    def read_json(name: str) -> dict[str, Any]:
-        file = path / name
-        return json.loads(file.read_text()) if file.is_file() else {}
-
-    return Bundle(model, config, path, read_json(METRICS_FILE), read_json(PROVENANCE_FILE))
+    read_bundle_weights(path, model)
+    return Bundle(model.to(device).eval(), config, path, metrics, provenance)
 
 
 def weights_fingerprint(bundle: Bundle) -> str | None:

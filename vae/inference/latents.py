@@ -1,11 +1,19 @@
 """Latent files: ``.npz`` with the posterior ``mean`` and ``std`` [latent_dim, frames] and
 ``metadata`` (JSON: sample rate, hop, length, the source's rate/channels/format, the model and its
 provenance); written by ``encode_file`` (``vae-encode``), read back by ``decode_to_file``
-(``vae-decode``). No pickle."""
+(``vae-decode``). No pickle.
+
+A latent file arrives from anyone, so reading one trusts nothing in it: the arrays' headers are
+checked before their data is read, the metadata is read by the strict JSON reader and checked
+against the arrays (a length the frames cannot hold is refused), and the model it names is only
+ever a local bundle folder or a ``models:/``/``runs:/`` URI of the user's own tracking store, never
+a URL (:meth:`Latents.recorded_model`)."""
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -15,14 +23,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from vae.inference.audio_io import AudioError, AudioSource, audio_info, stream_audio, write_audio
+from vae.inference.audio_io import (MAX_SAMPLE_RATE, AudioError, AudioSource, audio_info,
+                                    stream_audio, write_audio)
 from vae.inference.bundle import Bundle, model_summary, weights_fingerprint
-from vae.inference.loading import model_spec
+from vae.inference.loading import is_model_uri, model_spec
 from vae.inference.scoring import kl_nats_summed_over_frames, rate_metrics
 from vae.inference.streaming import (DEFAULT_CHUNK_SECONDS, SampleCounter, chunk_frames_for,
                                      decode_stream, encode_stream, take)
+from vae.yaml_io import MAX_BYTES, YAMLFileError, parse_json
 
 LATENT_FORMAT = "vae-latents/1"
+ARRAYS = ("mean", "std", "metadata")
+# The model URIs a file may name: resolved by the user's own tracking store, never a host.
+TRACKING_STORE_SCHEMES = ("models:/", "runs:/")
 
 
 class LatentFileError(ValueError):
@@ -37,6 +50,7 @@ class Latents:
 
     @property
     def length(self) -> int:
+        """Samples to decode: the source's length (checked against the frames when loaded)."""
         return int(self.metadata.get("length", self.mean.shape[-1] * self.metadata.get("hop_length", 1)))
 
     def save(self, path: str | Path) -> Path:
@@ -54,20 +68,48 @@ class Latents:
         if not path.is_file():
             raise LatentFileError(f"{path}: no such latent file")
         try:
+            _check_headers(path)
             with np.load(path, allow_pickle=False) as data:
-                mean, std = data["mean"], data["std"]
-                metadata = json.loads(str(data["metadata"]))
-        except (OSError, ValueError, KeyError, json.JSONDecodeError, zipfile.BadZipFile) as exc:
-            raise LatentFileError(f"{path}: not a latent file written by vae-encode ({exc})") from exc
+                mean, std, text = (data[name] for name in ARRAYS)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise LatentFileError(f"{path}: not a latent file written by vae-encode ({exc})") from None
+        except MemoryError:
+            raise LatentFileError(f"{path}: its arrays are too large to load") from None
+        try:
+            metadata = parse_json(str(text), f"{path}: metadata")
+        except YAMLFileError as exc:
+            raise LatentFileError(str(exc)) from None
         if not isinstance(metadata, dict) or metadata.get("format") != LATENT_FORMAT:
             raise LatentFileError(f"{path}: not a {LATENT_FORMAT} latent file")
-        _check_metadata(path, metadata)
         for key, array in (("mean", mean), ("std", std)):
             _check_array(path, key, array)
         if mean.shape != std.shape:
             raise LatentFileError(f"{path}: mean {mean.shape} and std {std.shape} differ in shape")
+        _check_metadata(path, metadata, frames=mean.shape[1])
         return cls(torch.from_numpy(mean.astype(np.float32)),
                    torch.from_numpy(std.astype(np.float32)), metadata)
+
+    def recorded_model(self, name: str, tracking_uri: str | None) -> str:
+        """The model this file says encoded it, where it may be loaded without the user naming
+        it: an absolute local bundle folder, or a ``models:/``/``runs:/`` URI when the user has a
+        tracking store of their own (``tracking_uri``, else $MLFLOW_TRACKING_URI). A URL is
+        refused, never fetched: whoever wrote the file chose it."""
+        spec = self.metadata.get("model", {}).get("spec")
+        if not spec:
+            raise LatentFileError(f"{name}: records no model; pass --model")
+        if not isinstance(spec, str):
+            raise LatentFileError(f"{name}: metadata.model.spec must be a string, got {spec!r}")
+        if "://" in spec:
+            raise LatentFileError(f"{name}: records the model {spec!r}, a URL, which is not "
+                                  "fetched; pass --model with a bundle folder or model URI you trust")
+        if spec.startswith(TRACKING_STORE_SCHEMES):
+            if not (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
+                raise LatentFileError(f"{name}: records the model {spec!r}, resolved only through "
+                                      "your own tracking store: pass --tracking-uri or --model")
+        elif is_model_uri(spec) or not Path(spec).is_absolute():
+            raise LatentFileError(f"{name}: records the model {spec!r}, neither an absolute bundle "
+                                  "folder nor a models:/ or runs:/ URI; pass --model")
+        return spec
 
     def check_model(self, bundle: Bundle, allow_other_weights: bool = False, name: str = "") -> None:
         """Raises LatentFileError if ``bundle`` cannot decode these latents."""
@@ -90,19 +132,62 @@ class Latents:
 
 # Metadata keys decoding relies on: what each must be. Anything else is kept as written.
 _METADATA_INTS = ("length", "frames", "hop_length", "sample_rate", "audio_channels", "latent_dim")
+_POSITIVE = ("hop_length", "sample_rate", "audio_channels", "latent_dim")
 
 
-def _check_metadata(path: Path, metadata: dict[str, Any]) -> None:
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_headers(path: Path) -> None:
+    """The three arrays are there, of sane kinds and sizes, before numpy reads any data (a
+    compressed member can expand to any size)."""
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+        for name in ARRAYS:
+            if f"{name}.npy" not in names:
+                raise KeyError(f"no array {name!r}")
+            with archive.open(f"{name}.npy") as member:
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                               (2, 0): np.lib.format.read_array_header_2_0}.get(
+                                   np.lib.format.read_magic(member))
+                if read_header is None:
+                    raise ValueError(f"{name}: an .npy version numpy does not write")
+                shape, _, dtype = read_header(member)
+                data_bytes = archive.getinfo(f"{name}.npy").file_size - member.tell()
+            size = math.prod(shape) * dtype.itemsize
+            if name == "metadata" and (shape != () or dtype.kind != "U" or size > 4 * MAX_BYTES):
+                raise ValueError(f"metadata must be one JSON string of at most "
+                                 f"{MAX_BYTES // 1024} KiB, got {dtype} {shape}")
+            if size != data_bytes:
+                raise ValueError(f"{name}: the header's shape {shape} does not match the data")
+
+
+def _check_metadata(path: Path, metadata: dict[str, Any], frames: int) -> None:
+    """Each key decoding reads is of its type and consistent with the ``frames`` stored."""
     for key in _METADATA_INTS:
         value = metadata.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        if value is not None and (not _whole(value) or value < 0):
             raise LatentFileError(f"{path}: metadata.{key} must be a non-negative whole number, "
                                   f"got {value!r}")
+        if value == 0 and key in _POSITIVE:
+            raise LatentFileError(f"{path}: metadata.{key} must be positive, got 0")
     for key in ("model", "source"):
         if key in metadata and not isinstance(metadata[key], dict):
             raise LatentFileError(f"{path}: metadata.{key} must be a mapping, got {metadata[key]!r}")
     if metadata.get("length") == 0:
         raise LatentFileError(f"{path}: metadata.length is 0: nothing to decode")
+    rate = metadata.get("source", {}).get("sample_rate")  # decoding writes at this rate
+    if rate is not None and (not _whole(rate) or not 0 < rate <= MAX_SAMPLE_RATE):
+        raise LatentFileError(f"{path}: metadata.source.sample_rate must be a whole number of Hz "
+                              f"from 1 to {MAX_SAMPLE_RATE}, got {rate!r}")
+    if metadata.get("frames", frames) != frames:
+        raise LatentFileError(f"{path}: metadata.frames is {metadata['frames']}, but the arrays "
+                              f"hold {frames} latent frames")
+    length, hop = metadata.get("length"), metadata.get("hop_length")
+    if length is not None and hop is not None and -(-length // hop) != frames:
+        raise LatentFileError(f"{path}: metadata.length is {length} samples, but {frames} frames "
+                              f"of hop {hop} hold {(frames - 1) * hop + 1} to {frames * hop}")
 
 
 def _check_array(path: Path, key: str, array: np.ndarray) -> None:

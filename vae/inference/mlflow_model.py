@@ -14,9 +14,9 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import torch
-import yaml
 
-from vae.inference.bundle import load_bundle
+from vae.inference.bundle import BundleError, load_bundle
+from vae.yaml_io import YAMLFileError, load_yaml_file
 
 BUNDLE_ARTIFACT = "bundle"
 
@@ -82,13 +82,26 @@ def log_bundle_model(bundle_dir: str | Path, registered_name: str | None = None,
 
 def bundle_in_model_dir(folder: Path) -> Path:
     """The bundle inside a downloaded pyfunc model: where its MLmodel says the ``bundle`` artifact
-    is (MLflow names the copy after the logged folder, not after the artifact key)."""
+    is (MLflow names the copy after the logged folder, not after the artifact key). The MLmodel is
+    read strictly, and a path leading out of the model's folder is refused."""
     mlmodel = folder / "MLmodel"
     if not mlmodel.is_file():
         return folder
-    flavor = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors", {}).get("python_function", {})
-    relative = (flavor.get("artifacts") or {}).get(BUNDLE_ARTIFACT, {}).get("path")
-    return folder / relative if relative else folder
+    try:
+        spec = load_yaml_file(mlmodel)
+    except YAMLFileError as exc:
+        raise BundleError(str(exc)) from None
+    try:
+        relative = spec["flavors"]["python_function"]["artifacts"][BUNDLE_ARTIFACT]["path"]
+    except (KeyError, TypeError):  # not a model logged by log_bundle_model
+        relative = None
+    if not isinstance(relative, str) or not relative:
+        return folder
+    bundle = (folder / relative).resolve()
+    if not bundle.is_relative_to(folder.resolve()):
+        raise BundleError(f"{mlmodel}: the bundle artifact's path {relative!r} leads out of the "
+                          "model's folder")
+    return bundle
 
 
 def resolve_model_dir(uri: str, tracking_uri: str | None = None) -> Path:
