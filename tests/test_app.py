@@ -211,6 +211,15 @@ def test_page_loads_a_registered_model(page, bundle_dir, tmp_path_factory):
     assert len(at.metric) == 4 and all(m.value != "–" for m in at.metric)
 
 
+def test_registered_model_mode_without_a_tracking_store_says_how_to_give_one(page):
+    del os.environ["MLFLOW_TRACKING_URI"]  # restored by the fixture, as VAE_APP_TRACKING_URIS
+    at = page.run()
+    at.radio(key="model_kind").set_value("Registered model (MLflow)").run()
+    assert not at.exception and not at.error
+    shown = [i.value for i in at.main.info]  # in the main area: the sidebar alone leaves it blank
+    assert any("vae-app --tracking-uri" in text for text in shown), shown
+
+
 # ---- A/B across the trials of a real sweep --------------------------------------------------------
 
 SEED_LR, OTHER_LR = 1e-7, 3e-3
@@ -273,7 +282,7 @@ def test_sweep_trials_best_first_seed_default_and_cached_bundles(sweep, tmp_path
 def test_page_ab_compares_two_trials_on_the_same_clip(page, sweep):
     os.environ["VAE_APP_SWEEP_ROOTS"] = sweep["storage"]  # restored by the fixture
     at = page.run()
-    at.text_input(key="sweep_storage").set_value(sweep["storage"]).run()
+    assert at.text_input(key="sweep_storage").value == sweep["storage"]  # starts on the root given
     assert not at.exception and not at.error, [e.value for e in at.error]
     state, trials = sweep_trials(SweepPaths(sweep["storage"], "ab"))
     best = trials[0]

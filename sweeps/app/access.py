@@ -23,6 +23,14 @@ SWEEP_ROOTS_ENV = "VAE_APP_SWEEP_ROOTS"
 TRACKING_URIS_ENV, TRACKING_ENV = "VAE_APP_TRACKING_URIS", "MLFLOW_TRACKING_URI"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 MAX_UPLOAD_ENV, DEFAULT_MAX_UPLOAD_MB = "VAE_APP_MAX_UPLOAD_MB", 50
+# The vae-app flag that sets each variable: what messages tell a user to change.
+FLAGS = {BUNDLE_ROOTS_ENV: "--bundle-root", SWEEP_ROOTS_ENV: "--sweep-root",
+         TRACKING_URIS_ENV: "--tracking-uri", MAX_UPLOAD_ENV: "--max-upload-mb"}
+
+
+def setting(env: str) -> str:
+    """How a user sets ``env``: ``vae-app --sweep-root (or $VAE_APP_SWEEP_ROOTS)``."""
+    return f"vae-app {FLAGS[env]} (or ${env})"
 
 
 class NotAllowed(Exception):
@@ -46,7 +54,7 @@ def confined(typed: str, roots: list[Path], env: str) -> Path:
     """The existing folder ``typed`` names, resolved (symlinks followed), when it is at or below
     one of ``roots``; else NotAllowed with one message whether or not it exists."""
     refused = NotAllowed(f"{typed or '(empty)'}: not a folder this app may read (it reads only "
-                         f"folders under ${env}, set when the app starts)")
+                         f"folders under those given by {setting(env)} when it starts)")
     if not typed or "\0" in typed:
         raise refused
     try:
@@ -75,6 +83,11 @@ def allowed_storage(typed: str) -> str | None:
     return str(confined(typed, roots, SWEEP_ROOTS_ENV))
 
 
+def tracking_uri_given() -> bool:
+    """Whether the operator named any MLflow store (else the page would guess ./mlflow.db)."""
+    return bool(os.environ.get(TRACKING_ENV) or os.environ.get(TRACKING_URIS_ENV, "").strip())
+
+
 def tracking_uris() -> list[str]:
     """The MLflow tracking URIs the page may query, the default first."""
     extra = [u.strip() for u in os.environ.get(TRACKING_URIS_ENV, "").split(",") if u.strip()]
@@ -84,8 +97,8 @@ def tracking_uris() -> list[str]:
 
 def allowed_tracking_uri(uri: str | None) -> str:
     if uri not in tracking_uris():
-        raise NotAllowed(f"tracking URI not allowed (the app queries only ${TRACKING_ENV} and "
-                         f"${TRACKING_URIS_ENV}, set when it starts)")
+        raise NotAllowed(f"tracking URI not allowed (the app queries only those given by "
+                         f"{setting(TRACKING_URIS_ENV)} or ${TRACKING_ENV} when it starts)")
     return uri
 
 
@@ -99,5 +112,5 @@ def upload_problem(name: str, size: int) -> str | None:
     limit = max_upload_bytes()
     if size > limit:
         return (f"{name}: {size / 2**20:.1f} MB; uploads are limited to {limit / 2**20:g} MB "
-                f"(${MAX_UPLOAD_ENV})")
+                f"({setting(MAX_UPLOAD_ENV)})")
     return None

@@ -34,16 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = common.build_parser("vae-app", __doc__)
     parser.usage = "vae-app [-h] [--bundle-root DIR] [--sweep-root DIR] [--tracking-uri URI] " \
                    "[--max-upload-mb MB] [STREAMLIT_ARGS ...]"
-    parser.add_argument("--bundle-root", action="append", metavar="DIR",
+    parser.add_argument(access.FLAGS[access.BUNDLE_ROOTS_ENV], action="append", metavar="DIR",
                         help=f"a folder the page may load bundles from (repeatable; "
                         f"${access.BUNDLE_ROOTS_ENV})")
-    parser.add_argument("--sweep-root", action="append", metavar="DIR",
+    parser.add_argument(access.FLAGS[access.SWEEP_ROOTS_ENV], action="append", metavar="DIR",
                         help=f"a folder of sweeps the page may read (repeatable; "
                         f"${access.SWEEP_ROOTS_ENV})")
-    parser.add_argument("--tracking-uri", action="append", metavar="URI",
+    parser.add_argument(access.FLAGS[access.TRACKING_URIS_ENV], action="append", metavar="URI",
                         help="an MLflow store the page may query, the first one the default "
                         f"(repeatable; ${access.TRACKING_ENV}, ${access.TRACKING_URIS_ENV})")
-    parser.add_argument("--max-upload-mb", type=int, metavar="MB",
+    parser.add_argument(access.FLAGS[access.MAX_UPLOAD_ENV], type=int, metavar="MB",
                         help=f"largest upload (default {access.DEFAULT_MAX_UPLOAD_MB}; "
                         f"${access.MAX_UPLOAD_ENV})")
     return parser

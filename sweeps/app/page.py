@@ -10,7 +10,7 @@ import streamlit as st
 
 from sweeps.app.clips import EXAMPLE, Clip, load_clip, run_model
 from sweeps.app.session import Selection, remember, uploaded_clip
-from sweeps.app.sidebar import clip_sidebar, model_sidebar
+from sweeps.app.sidebar import NoModel, clip_sidebar, model_sidebar
 from sweeps.app.tab_ab import ab_tab
 from sweeps.app.tab_latent import latent_tab
 from sweeps.app.tab_reconstruct import reconstruct_tab
@@ -54,9 +54,16 @@ def main() -> None:
     st.set_page_config(page_title=TITLE, page_icon="🎧", layout="wide")
     st.title(TITLE)
     refuse_every_interface_by_default()
+    no_model: NoModel | None = None
     with st.sidebar:
-        spec, bundle = model_sidebar()
+        try:
+            spec, bundle = model_sidebar()
+        except NoModel as exc:
+            no_model = exc
         max_seconds, example_seconds = clip_sidebar()
+    if no_model is not None:
+        (st.info if no_model.hint else st.error)(str(no_model))
+        st.stop()
     sel = select_clip(spec, bundle, max_seconds, example_seconds)
     st.caption(f"Clip: **{sel.clip.name}**, {sel.audio.shape[-1] / sel.sample_rate:.2f} s at "
                f"{sel.sample_rate} Hz, {sel.audio.shape[0]} ch → latents "

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from sweeps.app.access import NotAllowed, allowed_storage
+from sweeps.app.access import SWEEP_ROOTS_ENV, NotAllowed, allowed_storage, setting, sweep_roots
 from sweeps.app.clips import Result, load_clip, run_model, wav_bytes
 from sweeps.app.plots import comparison_png
 from sweeps.app.session import Selection, get_model, remember
 from sweeps.app.trials import (ab_table, cache_dir, seed_default_trial, trial_bundle, trial_label,
                                trial_rows)
-from sweeps.layout import LayoutError, SweepPaths, default_storage
+from sweeps.layout import LayoutError, SweepPaths
 from sweeps.records import TrialRecord, list_sweeps, sweep_trials
 from vae.inference import AudioError, Bundle, BundleError, resample
 
@@ -40,9 +40,10 @@ def pick_trials(usable: list[TrialRecord], state: dict, memo_key: tuple
     if mode == BEST_VS_SEED:
         trial_a = usable[0]
         trial_b, why = remember(("seed", *memo_key), lambda: seed_default_trial(usable, state))
-        same = " — the best trial is the seed default" if trial_b.trial_id == trial_a.trial_id else ""
-        st.caption(f"A = best trial {trial_a.trial_id}; B = seed default {trial_b.trial_id} "
-                   f"({why}){same}")
+        st.caption(f"A = best trial {trial_a.trial_id}; B = seed default {trial_b.trial_id} ({why})")
+        if trial_b.trial_id == trial_a.trial_id:
+            st.info(f"A and B are the same trial: the seed default {trial_a.trial_id} is this "
+                    f"sweep's best, no searched config beat it. Pick two trials to compare others.")
         return trial_a, trial_b
     labels = {trial_label(t): t for t in usable}
     names = list(labels)
@@ -78,8 +79,8 @@ def show_sides(sides: list[Side], storage: str, sweep: str, sel: Selection) -> N
 
 
 def ab_tab(sel: Selection) -> None:
-    typed = st.text_input("Sweep storage path", key="sweep_storage", value=default_storage(),
-                          help="a folder under the app's sweep roots ($VAE_APP_SWEEP_ROOTS)")
+    typed = st.text_input("Sweep storage path", key="sweep_storage", value=str(sweep_roots()[0]),
+                          help=f"a folder under the app's sweep roots ({setting(SWEEP_ROOTS_ENV)})")
     try:
         storage = allowed_storage(typed)
         sweeps = list_sweeps(storage) if storage else []
