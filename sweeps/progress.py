@@ -5,20 +5,26 @@ logs, the parent run's description, and the end-of-sweep summary with the next c
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
+import shlex
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ray.tune import CLIReporter
 from ray.tune.result import TRAINING_ITERATION
 from tabulate import tabulate
 
-from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, OBJECTIVE, OUTCOMES, SweepPaths, ranked,
-                           resolve_storage, trial_outcome, trial_value)
+from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, OBJECTIVE, OUTCOMES, STATE_DIR_ENV,
+                           SweepPaths, ranked, trial_outcome, trial_value)
+from vae.cli.common import runnable
+from vae.metrics import METRICS
 from vae.training.mlflow import runs_page
 
 SAMPLERS = {"tpe": "TPE", "gp": "Gaussian process", "nsga2": "NSGA-II", "random": "random"}
@@ -43,6 +49,7 @@ class SweepView:
     scheduler: str  # e.g. "ASHA on training_iteration: max_t 6, grace 1, reduction factor 2"
     objective: str  # the metric name the objective is
     mode: str
+    rate_budget: str  # "" or "+ 10 per kbps of val/kl_kbps over 1.2": a penalty in the objective
     time_attr: str
     max_t: int
     total: int
@@ -60,9 +67,28 @@ class SweepView:
                          f"{sched.grace_period}, reduction factor {sched.reduction_factor:g}")
         else:
             scheduler = f"none: every trial runs to {space.max_t} {spec.scheduler.time_attr}"
+        budget = spec.rate_budget
+        penalty = (f"+ {budget.penalty_per_kbps:g} per kbps of {METRICS['kl_kbps'].key} over "
+                   f"{budget.max_kbps:g}") if budget else ""
         return cls(name or space.name, spec.description, searcher + ")", scheduler,
-                   spec.objective.metric, spec.objective.mode, spec.scheduler.time_attr,
+                   spec.objective.metric, spec.objective.mode, penalty, spec.scheduler.time_attr,
                    space.max_t, spec.num_samples, tuple(spec.params))
+
+    @property
+    def ranked_by(self) -> str:
+        """What the objective value is: the metric, or the metric with its rate penalty."""
+        return f"objective ({self.objective} {self.rate_budget})" if self.rate_budget else self.objective
+
+    def metric_columns(self) -> dict[str, str]:
+        """Result key -> column label: the objective under its own name, and with a rate budget
+        the distortion and the rate it is made of, each under theirs."""
+        columns = {TRAINING_ITERATION: "iter", "step": "step"}
+        if self.rate_budget:
+            columns |= {self.objective: self.objective.split("/")[-1], METRICS["kl_kbps"].key: "kbps",
+                        OBJECTIVE: "objective", BEST_OBJECTIVE: "best objective"}
+        else:
+            columns |= {OBJECTIVE: self.objective.split("/")[-1], BEST_OBJECTIVE: "best"}
+        return columns
 
 
 def trial_state(trial: Any, view: SweepView) -> str:
@@ -120,7 +146,7 @@ def best_line(trials: list[Any], view: SweepView) -> str | None:
     result = best.last_result
     values = ", ".join(f"{short_name(p)}={best.config.get(p):.3g}" if isinstance(
         best.config.get(p), float) else f"{short_name(p)}={best.config.get(p)}" for p in view.params)
-    return (f"best so far: {best} {view.objective} {trial_value(result):.4g} at step "
+    return (f"best so far: {best} {view.ranked_by} {trial_value(result):.4g} at step "
             f"{result.get(BEST_STEP)} ({values})")
 
 
@@ -130,8 +156,7 @@ class SweepReporter(CLIReporter):
     def __init__(self, view: SweepView, max_report_frequency: int = REPORT_EVERY_S) -> None:
         super().__init__(
             parameter_columns={p: short_name(p) for p in view.params},
-            metric_columns={TRAINING_ITERATION: "iter", "step": "step",
-                            OBJECTIVE: view.objective.split("/")[-1], BEST_OBJECTIVE: "best"},
+            metric_columns=view.metric_columns(),
             total_samples=view.total, max_report_frequency=max_report_frequency)
         self.view = view
 
@@ -139,7 +164,7 @@ class SweepReporter(CLIReporter):
                       delim: str = "\n") -> str:
         view = self.view
         states = Counter(trial_state(t, view) for t in trials)
-        lines = [f"== sweep {view.name}: {view.objective} ({view.mode}) ==",
+        lines = [f"== sweep {view.name}: {view.ranked_by} ({view.mode}) ==",
                  f"searcher: {view.searcher} · scheduler: {view.scheduler}",
                  progress_line(states, self._total_samples or view.total,
                                time.time() - (self._start_time or time.time()))]
@@ -186,7 +211,8 @@ def describe_space(space: Any) -> str:
         for name, param in space.spec.params.items()]
     return "\n\n".join([
         f"**{view.name}**: {view.description or 'no description in the space file'}",
-        f"Objective `{view.objective}` ({view.mode}), each trial ranked by its best report. "
+        f"Objective `{view.objective}`{' ' + view.rate_budget if view.rate_budget else ''} "
+        f"({view.mode}), each trial ranked by its best report. "
         f"{view.total} trials, {space.spec.max_concurrent_trials} at a time.",
         f"Searcher: {view.searcher}. Scheduler: {view.scheduler}.",
         tabulate(rows, headers=["parameter", "distribution"], tablefmt="github")])
@@ -211,18 +237,34 @@ def sweep_reporter(space: Any, paths: SweepPaths) -> SweepReporter:
 
 # ---- the end of a sweep --------------------------------------------------------------------------
 
+def extra_requirements(extra: str) -> list[str]:
+    """The requirements of this project's optional ``extra``, as its installed metadata lists them
+    (pyproject.toml is the one place they are written)."""
+    from importlib.metadata import packages_distributions, requires
+
+    marker = f'extra == "{extra}"'
+    found = requires(packages_distributions()["sweeps"][0]) or []
+    return [line.split(";")[0].strip() for line in found if marker in line]
+
+
 def next_commands(summary: dict[str, Any], paths: SweepPaths) -> list[str]:
-    """The commands that look at this sweep next, with the flags that find it."""
-    storage = "" if paths.storage_path == resolve_storage(None) else \
-        f" --storage-path {paths.storage_path}"
-    commands = [f"sweep-report {paths.name}{storage}",
-                f"sweep-export {paths.name} -o best_{paths.name}{storage}"]
+    """The commands that look at this sweep next, runnable as printed from any folder (the
+    virtualenv's own scripts, absolute paths; $SWEEP_STATE_DIR carried when it was set)."""
+    state = os.environ.get(STATE_DIR_ENV)
+    prefix = f"{STATE_DIR_ENV}={shlex.quote(str(paths.state_dir.parent))} " if state else ""
+    where = ("--storage-path", paths.storage_path)
+    commands = [prefix + runnable("sweep-report", paths.name, *where),
+                prefix + runnable("sweep-export", paths.name, "-o",
+                                  Path(f"best_{paths.name}").resolve(), *where)]
     tracking_uri = (summary.get("mlflow") or {}).get("tracking_uri")
     if tracking_uri and not tracking_uri.startswith("http"):
-        commands.append(f"mlflow ui --backend-store-uri {tracking_uri}")
+        commands.append(runnable("mlflow", "ui", "--backend-store-uri", tracking_uri))
     if tracking_uri and summary.get("experiment_id"):
         commands.append(f"  then open {runs_page(tracking_uri, summary['experiment_id'])}")
-    commands.append(f"optuna-dashboard {paths.optuna_url}   # pip install -e \".[dashboard]\"")
+    if importlib.util.find_spec("optuna_dashboard") is None:
+        commands.append(shlex.join([sys.executable, "-m", "pip", "install",
+                                    *extra_requirements("dashboard")]))
+    commands.append(runnable("optuna-dashboard", paths.optuna_url))
     return commands
 
 
@@ -243,7 +285,7 @@ def end_summary(summary: dict[str, Any], paths: SweepPaths, space: Any) -> str:
     if best:
         values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in best.get("config", {}).items())
-        lines += [f"Best: trial_{best['trial_id']}  {view.objective} "
+        lines += [f"Best: trial_{best['trial_id']}  {view.ranked_by} "
                   f"{best[BEST_OBJECTIVE]:.4g} at step {best.get(BEST_STEP)}", f"  {values}"]
     else:
         lines.append("No trial reported a result: see the errors above.")

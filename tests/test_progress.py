@@ -3,6 +3,7 @@ and a real search space, and vae-train's closing table: what a person reads, che
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,13 +103,15 @@ def test_end_summary_gives_the_best_and_the_next_commands(space, tmp_path):
     text = end_summary(summary, paths, space)
     assert text.startswith("Sweep smoke finished: 8 trials, 3 completed, 5 pruned, 0 failed")
     assert "Best: trial_abc  val/mel_distance_sampled 3.419 at step 40" in text
-    storage = f"--storage-path {tmp_path}"
-    assert next_commands(summary, paths) == [
-        f"sweep-report smoke {storage}", f"sweep-export smoke -o best_smoke {storage}",
-        "mlflow ui --backend-store-uri sqlite:////data/mlflow.db",
-        "  then open http://127.0.0.1:5000/#/experiments/7?workflowType=machine_learning",
-        f"optuna-dashboard sqlite:///{tmp_path}/smoke/optuna.db   # pip install -e \".[dashboard]\""]
-    assert all(command in text for command in next_commands(summary, paths))
+    venv = Path(sys.executable).parent
+    commands = next_commands(summary, paths)
+    assert commands[:4] == [
+        f"{venv}/sweep-report smoke --storage-path {tmp_path}",
+        f"{venv}/sweep-export smoke -o {Path.cwd()}/best_smoke --storage-path {tmp_path}",
+        f"{venv}/mlflow ui --backend-store-uri sqlite:////data/mlflow.db",
+        "  then open http://127.0.0.1:5000/#/experiments/7?workflowType=machine_learning"]
+    assert commands[-1].endswith(f"optuna-dashboard sqlite:///{tmp_path}/smoke/optuna.db")
+    assert all(command in text for command in commands)
 
 
 def test_space_description_lists_every_parameter(space):
@@ -134,6 +137,23 @@ def test_vae_train_ends_with_a_readable_table(tmp_path):
     assert lines[0] == "Final validation at step 40:"
     assert lines[3].split() == ["val/mel_distance", "1.234", "lower"]  # the metric table's order
     assert lines[4].split() == ["val/si_sdr", "-3.21", "dB", "higher"]
-    assert f"  mlflow ui --backend-store-uri {uri}" in lines
+    assert f"  {Path(sys.executable).parent}/mlflow ui --backend-store-uri {uri}" in lines
     assert lines[-1] == \
         f"  http://127.0.0.1:5000/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
+def test_a_rate_penalised_objective_is_labelled_as_one_beside_its_parts(trials):
+    """With a rate budget the objective is not the distortion: the live view, the best line and
+    the summary say so, and show the distortion and the rate under their own names."""
+    view = SweepView.of(load_space(SMOKE.with_name("kl.yaml")))
+    assert view.ranked_by == ("objective (val/mel_distance_sampled + 0.5 per kbps of val/kl_kbps "
+                              "over 6)")
+    trials[0].update_last_result({"val/mel_distance_sampled": 3.0, "val/kl_kbps": 7.0})
+    reporter = SweepReporter(view)
+    reporter.setup(total_samples=48)
+    lines = reporter._progress_str(trials, False).splitlines()
+    assert lines[0] == f"== sweep kl: {view.ranked_by} (min) =="
+    header = next(line for line in lines if line.startswith("| trial"))
+    assert [c.strip() for c in header.strip("|").split("|")][-6:] == [
+        "iter", "step", "mel_distance_sampled", "kbps", "objective", "best objective"]
+    assert any(line.startswith(f"best so far: run_trial_stopped {view.ranked_by} ") for line in lines)

@@ -266,3 +266,32 @@ def test_export_takes_the_best_checkpoint_of_the_best_trial_loads_and_reconstruc
         model = mlflow.pyfunc.load_model("models:/e2e-vae@champion")
     assert "MLFLOW_TRACKING_URI" not in os.environ  # nothing leaks into later tests
     np.testing.assert_allclose(model.predict(audio.numpy()), out.numpy(), atol=1e-5)
+
+
+def test_the_next_commands_run_as_printed_from_another_folder(sweep, tmp_path, monkeypatch):
+    """Pasted into a shell whose PATH lacks the virtualenv, in another folder, each command the
+    sweep's summary prints runs (the servers only as far as --help)."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    from sweeps.progress import next_commands
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    summary = {**sweep["summary"], "experiment_id": summary_experiment(sweep["client"], sweep["summary"])}
+    commands = [c for c in next_commands(summary, sweep["paths"]) if not c.startswith("  then open")]
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    env.pop("VIRTUAL_ENV", None)
+    if importlib.util.find_spec("optuna_dashboard") is None:  # printed after the line installing it
+        dashboard = commands.pop()
+        assert dashboard.startswith(f"{Path(sys.executable).parent}/optuna-dashboard sqlite:///")
+        assert commands[-1].startswith(f"{sys.executable} -m pip install 'optuna-dashboard")
+    for command in commands:
+        serves = " ui " in command or "optuna-dashboard" in command or " pip install " in command
+        done = subprocess.run(command + (" --help" if serves else ""), shell=True, cwd=elsewhere,
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (command, done.stderr[-2000:])
+    assert (elsewhere / "best_e2e" / "model.safetensors").is_file()  # the export went where it said
+    assert (sweep["paths"].report_dir / "trials.md").is_file()

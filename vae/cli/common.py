@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import functools
+import shlex
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 USER_ERROR_EXIT = 2
 Main = Callable[[Sequence[str] | None], int]
@@ -81,6 +83,21 @@ def add_model_runtime(parser: argparse.ArgumentParser, default_chunk_seconds: fl
                         help="audio processed per model call (memory bound; default %(default)s)")
     add_tracking_uri(parser)
     add_device(parser)
+
+
+def runnable(script: str, *args: str | Path) -> str:
+    """A shell line that runs console script ``script`` with ``args`` from any folder, whether or
+    not the virtualenv is on PATH: the script beside this Python (where pip puts it, installed or
+    not yet), else ``python -m`` its module. Every command printed for a user to paste goes
+    through here."""
+    beside = Path(sys.executable).parent / script
+    head = [str(beside)]
+    if not beside.is_file():
+        from importlib.metadata import entry_points
+
+        found = list(entry_points(group="console_scripts", name=script))
+        head = [sys.executable, "-m", found[0].module] if found else head
+    return shlex.join([*head, *map(str, args)])
 
 
 def run(main: Main) -> None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from vae.cli.common import add_out, add_tracking_uri, build_parser, exits_on_user_error, run
+from vae.cli.common import (add_out, add_tracking_uri, build_parser, exits_on_user_error, run,
+                            runnable)
 
 CKPT_PREFIX = "ckpt_path="
 
@@ -100,9 +102,10 @@ def final_report(result: Any, tracking_uri: str) -> str:
     lines = [f"Final validation at step {result.global_step}:",
              tabulate(rows, headers=["metric", "value", "unit", "better"], tablefmt="simple"), ""]
     if result.last_checkpoint:
-        lines += [f"checkpoint: {result.last_checkpoint}",
-                  f"  resume:  vae-train ... --ckpt-path {result.last_checkpoint}",
-                  f"  export:  vae-export {result.last_checkpoint} -o my_bundle"]
+        checkpoint = Path(result.last_checkpoint).resolve()
+        lines += [f"checkpoint: {checkpoint}",
+                  f"  resume:  {runnable('vae-train', '...', '--ckpt-path', checkpoint)}",
+                  f"  export:  {runnable('vae-export', checkpoint, '-o', Path('my_bundle').resolve())}"]
     if result.mlflow_run_id:
         from mlflow.tracking import MlflowClient
 
@@ -111,7 +114,7 @@ def final_report(result: Any, tracking_uri: str) -> str:
         experiment_id = MlflowClient(tracking_uri).get_run(result.mlflow_run_id).info.experiment_id
         lines.append(f"MLflow run {result.mlflow_run_id}:")
         if not tracking_uri.startswith("http"):
-            lines.append(f"  mlflow ui --backend-store-uri {tracking_uri}")
+            lines.append(f"  {runnable('mlflow', 'ui', '--backend-store-uri', tracking_uri)}")
         lines.append(f"  {runs_page(tracking_uri, experiment_id)}")
     return "\n".join(lines)
 
