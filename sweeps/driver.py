@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,11 +58,12 @@ def interruption_watch() -> Iterator[threading.Event]:
 def tracking_step(what: str, call: Any, *args: Any) -> Any:
     """``call(*args)``, or None with one warning line when the MLflow store fails (it may have
     gone away or turned read-only): the sweep's results stay on disk and in Optuna."""
+    from vae.training.mlflow import store_error_line
+
     try:
         return call(*args)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        logger.warning("MLflow: %s not recorded (%s: %s)", what, type(exc).__name__, first)
+        logger.warning("MLflow: %s not recorded (%s)", what, store_error_line(exc))
         return None
 
 
@@ -183,12 +185,11 @@ def make_tuner(space: Any, paths: SweepPaths, trainable: Any, callbacks: list[An
     )
 
 
-def reconcile_outcomes(results: Any, space: Any, paths: SweepPaths,
-                       track: SweepTracking) -> dict[str, Any]:
-    """Final MLflow status of every trial and failed Optuna orphans: {"trials", "orphans"}."""
-    from sweeps import tracking
-    from sweeps.search import fail_orphaned_trials
-
+def final_outcomes(results: Any, space: Any,
+                   paths: SweepPaths) -> dict[str, tuple[str, str | None]]:
+    """Every trial's final outcome and failure reason ({trial_id: (outcome, reason)}), recorded
+    in the sweep's state for the readers of its files (the app): a retried trial that finished
+    is completed although its error file stays."""
     time_attr = space.spec.scheduler.time_attr
     outcomes = {}
     for result in results:
@@ -197,12 +198,8 @@ def reconcile_outcomes(results: Any, space: Any, paths: SweepPaths,
         progress = int((result.metrics or {}).get(time_attr, 0))
         outcome = trial_outcome(bool(result.error), progress, space.max_t)
         outcomes[trial_id] = (outcome, repr(result.error)[-4900:] if result.error else None)
-    # Recorded for the readers of the sweep's files (the app): a retried trial that finished is
-    # completed although its error file stays.
     record_outcomes(paths.state_dir, {k: outcome for k, (outcome, _) in outcomes.items()})
-    counts = tracking.reconcile(track.client, track.experiment_id, track.parent_run_id, outcomes)
-    orphans = fail_orphaned_trials(paths.optuna_url, paths.name)
-    return {"trials": counts, "orphans": orphans}
+    return outcomes
 
 
 def run_sweep(space: Any, paths: SweepPaths, *, tracking_uri: str | None = None,
@@ -210,9 +207,10 @@ def run_sweep(space: Any, paths: SweepPaths, *, tracking_uri: str | None = None,
               reuse_actors: bool = True, report: bool = True,
               extra_callbacks: list[Any] = ()) -> dict[str, Any]:
     """Run (or resume) the sweep to the end; returns a summary."""
-    from sweeps import tracking
     from sweeps.tracking import TrialRunStatusCallback
+    from vae.training.mlflow import quiet_store_errors, store_error_line
 
+    quiet_store_errors()  # a failing store is one warning line here, not a traceback per call
     track = open_tracking(space, paths, tracking_uri, resume)
     start_ray(address, num_cpus)
     status_callback = TrialRunStatusCallback(track.tracking_uri, track.experiment_id,
@@ -225,13 +223,36 @@ def run_sweep(space: Any, paths: SweepPaths, *, tracking_uri: str | None = None,
         results = tuner.fit()
     if interrupted.is_set():
         return interrupted_summary(paths, track)
-    reconciled = tracking_step("final trial statuses", reconcile_outcomes, results, space, paths,
-                               track) or {}
+    outcomes = final_outcomes(results, space, paths)
+    summary = sweep_summary(results, outcomes, space, paths, track)
+    if report and "best" in summary:
+        from sweeps.report import build_report
+
+        build_report(paths, paths.report_dir)
+        summary["report"] = str(paths.report_dir)
+    try:
+        record_sweep_end(track, outcomes, summary.get("best"), summary.get("report"))
+    except Exception as exc:
+        unrecorded = [r.metrics.get("mlflow_run_id") for r in results if r.metrics
+                      and r.metrics.get("trial_id") not in status_callback.recorded]
+        left = [f"{track.parent_run_id} (parent)", *filter(None, unrecorded)]
+        logger.warning("MLflow: the sweep's end not recorded (%s); runs left RUNNING: %s. Once "
+                       "the store works again, the same command with --resume records them",
+                       store_error_line(exc), ", ".join(left))
+    return summary
+
+
+def sweep_summary(results: Any, outcomes: dict[str, tuple[str, str | None]], space: Any,
+                  paths: SweepPaths, track: SweepTracking) -> dict[str, Any]:
+    """What the sweep did (counts per outcome, the best trial), with Optuna's orphans failed."""
+    from sweeps.search import fail_orphaned_trials
+
     summary: dict[str, Any] = {
         "sweep": paths.name, "experiment_dir": paths.experiment_dir,
         "mlflow": {"tracking_uri": track.tracking_uri, "parent_run_id": track.parent_run_id},
-        "optuna_storage": paths.optuna_url, "trials": reconciled.get("trials"),
-        "optuna_orphans_failed": reconciled.get("orphans")}
+        "optuna_storage": paths.optuna_url,
+        "trials": dict(Counter(outcome for outcome, _ in outcomes.values())),
+        "optuna_orphans_failed": fail_orphaned_trials(paths.optuna_url, paths.name)}
     ok = [r for r in results if not r.error and trial_value(r.metrics) is not None]
     if ok:
         best = ranked(ok, space.spec.objective.mode, lambda r: trial_value(r.metrics))[0]
@@ -239,14 +260,23 @@ def run_sweep(space: Any, paths: SweepPaths, *, tracking_uri: str | None = None,
                            BEST_OBJECTIVE: trial_value(best.metrics),
                            BEST_STEP: best.metrics.get(BEST_STEP, best.metrics.get("step")),
                            "config": dict(best.config)}
-        tracking_step("the sweep's best", tracking.log_sweep_best, track.client,
-                      track.experiment_id, track.parent_run_id, summary["best"]["trial_id"],
-                      summary["best"][BEST_OBJECTIVE])
-    if report and ok:
-        summary["report"] = str(log_report(paths, track))
-    tracking_step("the parent run's end", track.client.set_terminated, track.parent_run_id,
-                  "FINISHED")
     return summary
+
+
+def record_sweep_end(track: SweepTracking, outcomes: dict[str, tuple[str, str | None]],
+                     best: dict[str, Any] | None, report_dir: str | None) -> None:
+    """The sweep's end in MLflow: every trial's run with its final status, the sweep's best, the
+    report, and the parent run FINISHED last (so a parent still RUNNING says something is
+    missing)."""
+    from sweeps import tracking
+
+    tracking.reconcile(track.client, track.experiment_id, track.parent_run_id, outcomes)
+    if best:
+        tracking.log_sweep_best(track.client, track.experiment_id, track.parent_run_id,
+                                best["trial_id"], best[BEST_OBJECTIVE])
+    if report_dir:
+        track.client.log_artifacts(track.parent_run_id, report_dir, "report")
+    track.client.set_terminated(track.parent_run_id, "FINISHED")
 
 
 def interrupted_summary(paths: SweepPaths, track: SweepTracking) -> dict[str, Any]:
@@ -258,12 +288,3 @@ def interrupted_summary(paths: SweepPaths, track: SweepTracking) -> dict[str, An
     return {"sweep": paths.name, "experiment_dir": paths.experiment_dir, "interrupted": True,
             "mlflow": {"tracking_uri": track.tracking_uri, "parent_run_id": track.parent_run_id},
             "optuna_storage": paths.optuna_url}
-
-
-def log_report(paths: SweepPaths, track: SweepTracking) -> Path:
-    """Write the sweep's report beside its state and log it to the parent run."""
-    from sweeps.report import build_report
-
-    build_report(paths, paths.report_dir)
-    track.client.log_artifacts(track.parent_run_id, str(paths.report_dir), "report")
-    return paths.report_dir

@@ -4,7 +4,8 @@ Ray's own MLflowLoggerCallback duplicates runs after ``Tuner.restore`` and leave
 runs RUNNING, so this module owns the runs: a child run is found by its ``ray.trial_id`` tag
 before one is created (a resumed trial reattaches), and the driver alone sets final statuses —
 live from a Tune callback, and once more from the finished result grid (``reconcile``), which
-also repairs what a killed driver left RUNNING."""
+also repairs what a killed driver or a failing store left RUNNING, and makes the run of a trial
+that could not open its own."""
 
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 # trial_outcome lives with the ranking rule in layout.py; it is re-exported here for callers.
-from sweeps.layout import (OUTCOMES, STATE_FILE, load_state, record_outcomes, trial_outcome,
-                           update_state)
+from sweeps.layout import (OUTCOMES, STATE_FILE, load_state, record_outcomes, trial_dirname,
+                           trial_outcome, update_state)
 # One experiment setup (shared artifact location, model-training tag) for single runs and sweeps;
 # the driver calls it as tracking.ensure_experiment.
 from vae.training.mlflow import default_artifact_location, ensure_experiment  # noqa: F401
+from vae.training.mlflow import store_error_line
 
 TRIAL_TAG = "ray.trial_id"
 SWEEP_TAG = "sweep.name"
@@ -91,6 +93,15 @@ def open_child_run(client: MlflowClient, experiment_id: str, parent_run_id: str,
     return run.info.run_id
 
 
+def open_missing_run(client: MlflowClient, experiment_id: str, parent_run_id: str,
+                     trial_id: str) -> str:
+    """A run for a trial that never opened its own (it failed, or the store did, at its start),
+    so nothing is lost: one run per trial."""
+    sweep_name = client.get_run(parent_run_id).info.run_name
+    return open_child_run(client, experiment_id, parent_run_id, trial_id, trial_dirname(trial_id),
+                          sweep_name)
+
+
 def log_sweep_best(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str,
                    value: float) -> None:
     """The sweep's best on its parent run: the metric and which trial and child run reached it."""
@@ -109,43 +120,49 @@ def set_outcome(client: MlflowClient, run_id: str, outcome: str, reason: str | N
 
 
 class TrialRunStatusCallback(tune.Callback):
-    """Driver side: sets each child run's final status as soon as Tune knows it."""
+    """Driver side: sets each child run's final status as soon as Tune knows it. A tracking
+    failure (store gone or read-only) is not an exception inside Tune's loop (which would end
+    the sweep) but one warning for the whole sweep; the next trial's end tries again, and the
+    end-of-sweep ``reconcile`` sets every status that is still missing."""
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, max_t: int,
                  time_attr: str, state_dir: Path | None = None) -> None:
         self.tracking_uri, self.experiment_id = tracking_uri, experiment_id
         self.parent_run_id, self.max_t, self.time_attr = parent_run_id, max_t, time_attr
         self.state_dir = state_dir  # where the outcome is recorded for the app, live
+        self.recorded: set[str] = set()  # trials whose run has its final status
+        self.warned = False
 
     def _finish(self, trial: Any, errored: bool) -> None:
-        client = client_for(self.tracking_uri)
-        run_id = find_child_run(client, self.experiment_id, self.parent_run_id, trial.trial_id)
-        if run_id is None:  # failed before it could open its run: make one so nothing is lost
-            run_id = open_child_run(client, self.experiment_id, self.parent_run_id, trial.trial_id,
-                                    str(trial), client.get_run(self.parent_run_id).info.run_name)
         progress = int((trial.last_result or {}).get(self.time_attr, 0))
         outcome = trial_outcome(errored, progress, self.max_t)
-        set_outcome(client, run_id, outcome, error_text(trial) if errored else None)
         if self.state_dir is not None:
             record_outcomes(self.state_dir, {trial.trial_id: outcome})
+        try:
+            self._set_status(trial, outcome, error_text(trial) if errored else None)
+        except Exception as exc:
+            self._warn_once(exc)
+            return
+        self.recorded.add(trial.trial_id)
+
+    def _set_status(self, trial: Any, outcome: str, reason: str | None) -> None:
+        client = client_for(self.tracking_uri)
+        run_id = (find_child_run(client, self.experiment_id, self.parent_run_id, trial.trial_id)
+                  or open_missing_run(client, self.experiment_id, self.parent_run_id,
+                                      trial.trial_id))
+        set_outcome(client, run_id, outcome, reason)
+
+    def _warn_once(self, exc: Exception) -> None:
+        if not self.warned:
+            logger.warning("MLflow: trial statuses not recorded as trials end (%s); the sweep's "
+                           "end records them", store_error_line(exc))
+        self.warned = True
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        finish_or_warn(self._finish, trial, errored=False)
+        self._finish(trial, errored=False)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        finish_or_warn(self._finish, trial, errored=True)
-
-
-def finish_or_warn(finish: Any, trial: Any, errored: bool) -> None:
-    """``finish(trial, errored)``; a tracking failure (store gone or read-only) is one warning
-    line naming the trial, not an exception inside Tune's loop (which would end the sweep); the
-    end-of-sweep reconcile sets the status again if the store comes back."""
-    try:
-        finish(trial, errored=errored)
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        logger.warning("trial %s: MLflow status not recorded (%s: %s)", trial.trial_id,
-                       type(exc).__name__, first)
+        self._finish(trial, errored=True)
 
 
 def error_text(trial: Any) -> str:
@@ -158,9 +175,11 @@ def error_text(trial: Any) -> str:
 def reconcile(client: MlflowClient, experiment_id: str, parent_run_id: str,
               outcomes: dict[str, tuple[str, str | None]]) -> dict[str, int]:
     """Make every child run's status agree with the final Tune outcome ({trial_id: (outcome,
-    reason)}); returns counts per outcome. A run whose trial Tune never recorded is an orphan."""
+    reason)}); returns counts per outcome. A run whose trial Tune never recorded is an orphan; a
+    trial without a run (the store failed when it started) gets one."""
     counts: dict[str, int] = {}
-    for run in child_runs(client, experiment_id, parent_run_id):
+    runs = child_runs(client, experiment_id, parent_run_id)
+    for run in runs:
         trial_id = run.data.tags.get(TRIAL_TAG)
         outcome, reason = outcomes.get(trial_id, (None, None))
         if outcome is None:
@@ -169,6 +188,11 @@ def reconcile(client: MlflowClient, experiment_id: str, parent_run_id: str,
         if run.info.status != STATUS_FOR_OUTCOME[outcome] or \
                 run.data.tags.get(OUTCOME_TAG) != outcome:
             set_outcome(client, run.info.run_id, outcome, reason)
+        counts[outcome] = counts.get(outcome, 0) + 1
+    for trial_id in sorted(outcomes.keys() - {run.data.tags.get(TRIAL_TAG) for run in runs}):
+        outcome, reason = outcomes[trial_id]
+        set_outcome(client, open_missing_run(client, experiment_id, parent_run_id, trial_id),
+                    outcome, reason)
         counts[outcome] = counts.get(outcome, 0) + 1
     # Every outcome, zeros too, so the runs table can show and sort these columns for any sweep.
     for outcome in OUTCOMES:

@@ -27,6 +27,7 @@ from sweeps.space import decode_sampled
 from sweeps.tracking import BEST_METRIC, client_for, open_child_run
 from vae.config import VAEConfig
 from vae.metrics import METRICS, VALIDATION_PREFIX
+from vae.training.mlflow import GuardedClient, TrackingGuard, quiet_store_errors
 from vae.training.train import train
 
 NODE_TAG = "ray.node_id"
@@ -128,9 +129,16 @@ def run_trial(sampled: dict[str, Any], context: TrialContext) -> None:
         "tracking.run_name": trial_name,
     })
 
-    client = client_for(context.tracking_uri)
-    run_id = open_child_run(client, context.experiment_id, context.parent_run_id, trial_id,
-                            trial_name, context.sweep_name)
+    # MLflow must not fail the training: the first failure is one warning and tracking stops for
+    # this trial; the driver sets the run's status (it creates the run if this one could not).
+    quiet_store_errors()
+    guard = TrackingGuard(f"trial {trial_id}")
+    store = client_for(context.tracking_uri)
+    run_id = guard.call(open_child_run, store, context.experiment_id, context.parent_run_id,
+                        trial_id, trial_name, context.sweep_name)
+    if run_id is None:
+        config = config.override({"tracking.enabled": False})  # else train() opens a run itself
+    client = GuardedClient(store, guard)
     # The node this attempt runs on (a retried trial may move: the tag holds the latest).
     client.set_tag(run_id, NODE_TAG, ray.get_runtime_context().get_node_id())
     for name, value in sampled.items():
@@ -150,9 +158,10 @@ def run_trial(sampled: dict[str, Any], context: TrialContext) -> None:
             client.set_tag(run_id, "resumed_from_step", str(step))
         report = TuneReportCallback(context, client, run_id, running_best)
         try:
-            train(config, ckpt_path=str(ckpt_path) if ckpt_path else None,
-                  callbacks=[report], mlflow_run_id=run_id,
-                  run_dir=Path(scratch) / "run", owns_run_status=False, checkpointing=False)
+            with guard.active():
+                train(config, ckpt_path=str(ckpt_path) if ckpt_path else None,
+                      callbacks=[report], mlflow_run_id=run_id,
+                      run_dir=Path(scratch) / "run", owns_run_status=False, checkpointing=False)
         except Exception:
             client.set_tag(run_id, "failure_reason", traceback.format_exc()[-4900:])
             raise

@@ -184,6 +184,8 @@ def test_a_broken_tracking_store_is_one_line_per_trial_and_the_sweep_goes_on(tmp
     assert summary["sweep"] == "broken"
     ids = sorted(p.name.removeprefix("trial_") for p in (tmp_path / "results" / "broken").glob("trial_*"))
     assert len(ids) == 2
-    lines = [r.getMessage() for r in caplog.records if "MLflow status not recorded" in r.getMessage()]
-    assert sorted(line.split(":")[0].removeprefix("trial ") for line in lines) == ids
+    # The driver's lines (each trial's own comes from its worker: tests/test_tracking_outage.py):
+    # one as trials end, one at the sweep's end naming the runs left RUNNING.
+    lines = [r.getMessage() for r in caplog.records if "MLflow" in r.getMessage()]
+    assert len(lines) == 2 and summary["mlflow"]["parent_run_id"] in lines[1], lines
     assert all("\n" not in line for line in lines)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytorch_lightning as pl
 from mlflow.tracking import MlflowClient
@@ -18,7 +23,10 @@ ARTIFACTS_DIR = "mlartifacts"  # beside a sqlite store, for single runs and swee
 # training; the values are the UI's ExperimentKind enum (mlflow/server/js, "experimentKind").
 EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 # MLflow announces creating and migrating a sqlite store's tables at INFO, on every new store.
-STORE_SETUP_LOGGERS = ("mlflow.store.db.utils", "alembic.runtime.migration")
+STORE_LOGGER = "mlflow.store.db.utils"
+STORE_SETUP_LOGGERS = (STORE_LOGGER, "alembic.runtime.migration")
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -60,6 +68,23 @@ def quiet_store_setup() -> None:
         logging.getLogger(logger_name).setLevel(logging.WARNING)
 
 
+def store_error_line(exc: BaseException) -> str:
+    """A failed MLflow call as one short line: the error's type and its message's first line."""
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    return f"{type(exc).__name__}: {first}"
+
+
+def _below_error(record: logging.LogRecord) -> bool:  # a logging filter
+    return record.levelno < logging.ERROR
+
+
+def quiet_store_errors() -> None:
+    """For a process that reports MLflow failures itself (a sweep's driver and trials): MLflow
+    logs every sqlite error at ERROR with its traceback before raising it, which would repeat
+    the failure as a traceback at every call while the store is down."""
+    logging.getLogger(STORE_LOGGER).addFilter(_below_error)  # adding it again does nothing
+
+
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
     """The experiment's id, created beforehand with the shared artifact location (runs must never
     race to create it), restored if deleted, and tagged as model training for the UI."""
@@ -77,9 +102,67 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | 
     return experiment_id
 
 
+class TrackingGuard:
+    """MLflow calls that must not fail the training they record (a sweep trial's): the first
+    failure (store gone, read-only, locked) is one warning line naming ``owner``, and every later
+    call is skipped, so a store that breaks mid-run costs one line, not a traceback per step (nor
+    a stall per step on a server that no longer answers)."""
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self.failed = False
+
+    def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        """``function(*args, **kwargs)``; None when it fails or the store already has."""
+        if self.failed:
+            return None
+        try:
+            return function(*args, **kwargs)
+        except Exception as exc:
+            self.failed = True
+            log.warning("%s: MLflow failed in %s, not tracked from here on; the training goes "
+                        "on (%s)", self.owner, getattr(function, "__name__", "a call"),
+                        store_error_line(exc))
+            return None
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[TrackingGuard]:
+        """The guard every CallerOwnedMLFlowLogger created in the block uses, so a trial's own
+        calls and its Lightning logger warn once between them."""
+        token = ACTIVE_GUARD.set(self)
+        try:
+            yield self
+        finally:
+            ACTIVE_GUARD.reset(token)
+
+
+ACTIVE_GUARD: ContextVar[TrackingGuard | None] = ContextVar("tracking_guard", default=None)
+
+
+class GuardedClient:
+    """An MlflowClient whose every method call goes through a TrackingGuard."""
+
+    def __init__(self, client: MlflowClient, guard: TrackingGuard) -> None:
+        self._client, self._guard = client, guard
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        return functools.partial(self._guard.call, attribute) if callable(attribute) else attribute
+
+
 class CallerOwnedMLFlowLogger(MLFlowLogger):
-    """Logs to a run whose final status the caller sets (e.g. a sweep driver that knows whether
-    the run was pruned); it never marks the run finished or failed itself."""
+    """Logs to a run the caller opened and ends (a sweep trial: the driver knows whether the run
+    was pruned). It never sets the run's status, and a failing store never fails the training:
+    its calls go through the caller's active TrackingGuard, else one of its own."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.guard = ACTIVE_GUARD.get() or TrackingGuard(f"run {self._run_id}")
+
+    @property
+    def experiment(self) -> Any:
+        self.guard.call(MLFlowLogger.experiment.fget, self)  # looks the run up, the first time
+        return GuardedClient(self._mlflow_client, self.guard)
 
     def finalize(self, status: str = "success") -> None:
         return None
