@@ -99,6 +99,13 @@ def build_corpus(out: Path, sources: Sequence[PackageMusic] = SOURCES) -> dict[s
     return hours
 
 
+def previous_output_problem(out: Path) -> str | None:
+    """Why ``out`` may not be replaced: it holds something other than a corpus this command wrote."""
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        return f"-o {out}: not empty and not a corpus this command wrote; choose another -o"
+    return None
+
+
 def parser() -> argparse.ArgumentParser:
     p = common.build_parser("sweep-corpus", __doc__)
     common.add_out(p, "corpus folder to write (replaced if it holds a previous corpus)")
@@ -110,6 +117,10 @@ def parser() -> argparse.ArgumentParser:
 @common.exits_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    out = Path(args.out)
+    problem = common.writable_problem("-o", out) or previous_output_problem(out)
+    if problem:
+        return common.fail(problem)
     missing = missing_packages()
     if missing and args.install:
         subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
@@ -118,11 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         return common.fail(f"Debian packages not installed: {' '.join(missing)} "
                            f"(apt-get install {' '.join(missing)}, or pass --install)")
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        if not (out / MANIFEST).is_file():
-            return common.fail(f"{out}: not empty and not a corpus this command wrote; "
-                               "choose another -o")
+    if (out / MANIFEST).is_file():  # a previous corpus: replaced
         shutil.rmtree(out)
     hours = build_corpus(out)
     for split, by_package in hours.items():

@@ -101,8 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
 @common.exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    paths = SweepPaths.resolve(args.storage_path, args.sweep)
     try:
+        paths = SweepPaths.resolve(args.storage_path, args.sweep)
+        problem = common.writable_problem("-o", args.out)
+        if problem:
+            return common.fail(problem)
         result = export_best(paths, args.out, args.register)
     except (LayoutError, LookupError) as exc:
         return common.fail(str(exc))

@@ -239,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
 @common.exits_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    problem = common.writable_problem("-o", args.out)
+    if problem:  # before a whole run that would have nowhere to go
+        return common.fail(problem)
     import torch
 
     from sweeps.benchmark import TINY

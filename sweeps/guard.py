@@ -4,7 +4,8 @@
   holding the driver's pid and host. The kernel drops the lock when the driver dies (even by
   SIGKILL), so a dead driver's lock is taken over by the next run (``--resume``); a live one makes
   the second driver fail with the holder named.
-- :func:`storage_problem`: the storage and state folders can be created and written.
+- :func:`storage_problem`: the storage and state folders can be created and written (found with
+  vae.cli.common.writable_problem, which creates nothing).
 - :func:`tracking_problem`: the MLflow store answers within a few seconds (an http server is
   pinged with a short timeout instead of MLflow's minutes of retries)."""
 
@@ -15,13 +16,13 @@ import fcntl
 import json
 import os
 import socket
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 from sweeps.layout import LayoutError, SweepPaths
+from vae.cli.common import writable_problem
 
 TRACKING_TIMEOUT_S = 5.0
 
@@ -58,26 +59,11 @@ def driver_lock(paths: SweepPaths) -> Iterator[Path]:
         os.close(fd)  # releases the flock; the file stays (removing it would race a new driver)
 
 
-def _writable(folder: Path) -> str | None:
-    """Why ``folder`` cannot be created or written (None when it can)."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
-            pass
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    return None
-
-
 def storage_problem(paths: SweepPaths) -> str | None:
     """Why the sweep's storage or state folder is not writable (object storage is left to Ray)."""
     folders = [("--storage-path", Path(paths.storage_path))] if paths.is_local else []
     folders.append(("sweep state folder", paths.state_dir.parent))
-    for what, folder in folders:
-        why = _writable(folder)
-        if why:
-            return f"{what} {folder}: not writable ({why})"
-    return None
+    return next(filter(None, (writable_problem(what, folder) for what, folder in folders)), None)
 
 
 def _ping_http(tracking_uri: str, timeout: float) -> str | None:

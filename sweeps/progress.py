@@ -23,6 +23,7 @@ from tabulate import tabulate
 
 from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, OBJECTIVE, OUTCOMES, STATE_DIR_ENV,
                            SweepPaths, ranked, trial_outcome, trial_value)
+from sweeps.trial import rate_penalty_words
 from vae.cli.common import runnable
 from vae.metrics import METRICS
 from vae.training.mlflow import runs_page
@@ -68,8 +69,7 @@ class SweepView:
         else:
             scheduler = f"none: every trial runs to {space.max_t} {spec.scheduler.time_attr}"
         budget = spec.rate_budget
-        penalty = (f"+ {budget.penalty_per_kbps:g} per kbps of {METRICS['kl_kbps'].key} over "
-                   f"{budget.max_kbps:g}") if budget else ""
+        penalty = rate_penalty_words(budget.max_kbps, budget.penalty_per_kbps) if budget else ""
         return cls(name or space.name, spec.description, searcher + ")", scheduler,
                    spec.objective.metric, spec.objective.mode, penalty, spec.scheduler.time_attr,
                    space.max_t, spec.num_samples, tuple(spec.params))
@@ -260,7 +260,8 @@ def next_commands(summary: dict[str, Any], paths: SweepPaths) -> list[str]:
     if tracking_uri and not tracking_uri.startswith("http"):
         commands.append(runnable("mlflow", "ui", "--backend-store-uri", tracking_uri))
     if tracking_uri and summary.get("experiment_id"):
-        commands.append(f"  then open {runs_page(tracking_uri, summary['experiment_id'])}")
+        page = runs_page(tracking_uri, summary["experiment_id"], summary.get("mode", "min"))
+        commands.append(f"  then open {page}")
     if importlib.util.find_spec("optuna_dashboard") is None:
         commands.append(shlex.join([sys.executable, "-m", "pip", "install",
                                     *extra_requirements("dashboard")]))
@@ -274,7 +275,8 @@ def end_summary(summary: dict[str, Any], paths: SweepPaths, space: Any) -> str:
 
     view = SweepView.of(space, paths.name)
     state = load_state(paths.state_dir) if paths.state_file.is_file() else {}
-    summary = {"experiment_id": state.get("experiment_id"), **summary}
+    summary = {"experiment_id": state.get("experiment_id"), "mode": state.get("mode", "min"),
+               **summary}
     if summary.get("interrupted"):
         return f"Sweep {paths.name} stopped early; its results so far: {paths.experiment_dir}\n"
     counts = summary.get("trials") or {}

@@ -5,9 +5,9 @@
 Validates the search space before anything starts (exit 2 on any problem), then runs Ray Tune
 with Optuna proposing configs, ASHA stopping poor trials and MLflow recording every trial.
 
-Before Ray starts: the sweep name (a safe folder name), the storage (writable), the driver lock
-(one driver per sweep name) and the MLflow store (answers within seconds) are checked; each
-problem is one line and exit 2. Ctrl-C stops the sweep resumably: exit 130, the parent MLflow run
+Before Ray starts: the sweep name (a safe folder name), the storage (writable), the MLflow store
+(answers within seconds) and the driver lock (one driver per sweep name) are checked, in that
+order, so that a refusal leaves no folder or lock behind; each problem is one line and exit 2. Ctrl-C stops the sweep resumably: exit 130, the parent MLflow run
 KILLED, in-flight trials left to --resume."""
 
 from __future__ import annotations
@@ -89,30 +89,32 @@ def main(argv: list[str] | None = None) -> int:
     problem = local_cpu_problem(space, args.address, args.num_cpus)
     if problem:
         return common.fail(problem)
-    try:
+    try:  # the space's own name passed load_space's check: only --name can fail here
         paths = SweepPaths.resolve(args.storage_path, args.name or space.name)
     except LayoutError as exc:
-        return common.fail(str(exc))
+        return common.fail(f"--name: {exc}")
     return guarded_run(args, space, paths)
 
 
 def guarded_run(args: argparse.Namespace, space: Any, paths: SweepPaths) -> int:
-    """Storage, lock, resume and tracking checks (exit 2), then the sweep (130 if interrupted)."""
+    """Storage, resume, tracking and lock checks (exit 2), then the sweep (130 if interrupted)."""
     from sweeps.guard import driver_lock, storage_problem, tracking_problem
     from sweeps.progress import print_summary, quiet_driver_logs  # issue 12 hook
     from vae.training.mlflow import resolve_tracking_uri
 
     quiet_driver_logs(local_ray=args.address is None)  # issue 12 hook: before any store opens
 
-    problem = storage_problem(paths)
+    tracking_uri = resolve_tracking_uri(args.tracking_uri or space.base_config.tracking.tracking_uri)
+    # Refused before the lock creates the sweep's folder: an unwritable storage, --resume of a
+    # sweep never started, an unusable store (last: opening a sqlite store creates it). Whether a
+    # sweep exists without --resume is asked under the lock, so that a live driver is named.
+    problem = storage_problem(paths) or (resume_problem(paths, True) if args.resume else None)
+    problem = problem or tracking_problem(tracking_uri)
     if problem:
         return common.fail(problem)
     try:
         with driver_lock(paths):
             problem = resume_problem(paths, args.resume)
-            tracking_uri = resolve_tracking_uri(
-                args.tracking_uri or space.base_config.tracking.tracking_uri)
-            problem = problem or tracking_problem(tracking_uri)
             if problem:
                 return common.fail(problem)
             from sweeps.driver import run_sweep

@@ -15,11 +15,12 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sweeps.distributions import PARAM_KINDS, DefineByRun, ParamKind, optuna_choice
+from sweeps.layout import LayoutError, check_name
 from sweeps.space_rules import condition_problems, point_problems
 from vae.config import ConfigError, VAEConfig, load_config
 from vae.config_fields import field_spec
 from vae.metrics import METRICS
-from vae.yaml_io import YAMLFileError, parse_yaml, read_yaml_text
+from vae.user_files import UserFileError, parse_yaml, read_user_text
 
 # Weight-independent validation metrics (the one metric table) and the direction that is better.
 OBJECTIVE_METRICS = {metric.key: metric.direction for metric in METRICS.values()}
@@ -98,7 +99,7 @@ class Resources(_Strict):
 
 
 class SpaceFile(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str
     description: str = ""
     base: BaseSection = Field(default_factory=BaseSection)
     objective: Objective = Field(default_factory=Objective)
@@ -111,6 +112,15 @@ class SpaceFile(_Strict):
     resources: Resources = Field(default_factory=Resources)
     params: dict[str, Param] = Field(min_length=1)
     points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_folder_name(cls, value: str) -> str:
+        # a sweep's folder name: the rule is sweeps.layout's, reported here with the file and key
+        try:
+            return check_name(value)
+        except LayoutError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class SearchSpace:
@@ -164,9 +174,9 @@ def load_space(path: str | Path, overrides: dict[str, Any] | None = None) -> Sea
     if not path.is_file():
         raise SpaceError(str(path), ["file not found"])
     try:  # duplicate keys, alias bombs, non-UTF-8 and huge files are refused here
-        raw_text = read_yaml_text(path)
+        raw_text = read_user_text(path)
         raw = parse_yaml(raw_text, str(path))
-    except YAMLFileError as exc:
+    except UserFileError as exc:
         raise SpaceError(str(path), [exc.problem]) from None
     if not isinstance(raw, dict):
         raise SpaceError(str(path), ["expected a mapping at the top level (name, params, ...)"])

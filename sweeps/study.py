@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from sweeps.layout import SweepPaths
 from sweeps.records import TrialRecord, sweep_trials
 from vae.cli import common
 from vae.metrics import METRICS
+
+if TYPE_CHECKING:
+    from sweeps.space import SearchSpace
 
 MEAN, SAMPLED, RATE = (METRICS[n].key for n in ("mel_distance", "mel_distance_sampled", "kl_kbps"))
 # What each arm changes in the search space; every arm keeps the space's steps and data.
@@ -119,29 +124,84 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def arm_space(space_path: Path, raw: dict[str, Any], arm: str, corpus: Path, trials: int | None
+              ) -> SearchSpace:
+    """The space as ``arm`` runs it; a SpaceError names the arm."""
+    from sweeps.space import SpaceError, load_space
+
+    try:
+        return load_space(space_path, arm_overrides(raw, arm, corpus, trials))
+    except SpaceError as exc:  # e.g. a name too long once "-ARM" is appended
+        raise SpaceError(exc.path, [f"as the {arm} arm runs it: {p}" for p in exc.problems]) from None
+
+
+def checked_space(space_path: Path, corpus: Path, arms: Sequence[str], trials: int | None
+                  ) -> dict[str, Any]:
+    """The space file's sections, once the space and each arm's variant of it pass sweep-run's
+    validation (SpaceError) and ``corpus`` holds usable train and valid audio as the folder
+    source splits it (DatasetError): all before a folder is made or Ray starts."""
+    from sweeps.space import SpaceError, load_space
+    from vae.data.datamodule import source_for
+    from vae.data.source import Split
+    from vae.user_files import parse_yaml
+
+    space = load_space(space_path)
+    raw = parse_yaml(space.raw_text, str(space_path))
+    arm_spaces = [arm_space(space_path, raw, arm, corpus, trials) for arm in arms]
+    config = arm_spaces[0].base_config  # every arm's, with data.root = the corpus
+    if config.data.source != "folder":
+        raise SpaceError(str(space_path), [
+            f"data.source: {config.data.source!r} (base.config / base.overrides); expected "
+            "'folder', as sweep-study trains on --corpus"])
+    source = source_for(config)
+    with warnings.catch_warnings(record=True) as noted:  # shown only if no error follows
+        warnings.simplefilter("always")
+        for split in get_args(Split):
+            source.dataset(split, 1)
+    for warning in noted:  # e.g. files skipped as shorter than a chunk, or resampled on each read
+        print(f"warning: {warning.message}", file=sys.stderr)
+    return raw
+
+
 @common.exits_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
+    from sweeps.space import SpaceError
+
+    args = parser().parse_args(argv)
+    out, corpus, space_path = Path(args.out).resolve(), Path(args.corpus), Path(args.space)
+    if args.trials is not None and args.trials < 1:
+        return common.fail(f"--trials {args.trials}: expected 1 or more")
+    if not corpus.is_dir():
+        return common.fail(f"--corpus {corpus}: not a folder")
+    problem = common.writable_problem("-o", out)
+    if problem:
+        return common.fail(problem)
+    arm_names = sorted(args.arms, key=list(ARMS).index)  # the default first
+    try:
+        raw = checked_space(space_path, corpus, arm_names, args.trials)
+    except SpaceError as exc:
+        return common.fail(str(exc))
+    return run_study(args, raw, space_path, corpus, out, arm_names)
+
+
+def run_study(args: argparse.Namespace, raw: dict[str, Any], space_path: Path, corpus: Path,
+              out: Path, arm_names: list[str]) -> int:
+    """Each arm's sweep and pick under ``out`` (the default's first: its rate budgets the
+    others), then the table and the plot."""
     import ray
 
     from sweeps.export import export_best
     from sweeps.progress import quiet_driver_logs
-    from vae.yaml_io import load_yaml_file
 
-    args = parser().parse_args(argv)
     quiet_driver_logs(local_ray=True)
-    out, corpus, space_path = Path(args.out).resolve(), Path(args.corpus), Path(args.space)
-    if not corpus.is_dir():
-        return common.fail(f"--corpus {corpus}: not a folder")
-    raw = load_yaml_file(space_path)
     tracking_uri = args.tracking_uri or f"sqlite:///{out / 'mlflow.db'}"
     out.mkdir(parents=True, exist_ok=True)
     arms, rows = {}, []
     owns_ray = not ray.is_initialized()  # the arms share one local Ray; stop it if we started it
     try:
         budget = None  # the default's measured rate, once its arm has run
-        for arm in sorted(args.arms, key=list(ARMS).index):  # the default first
-            overrides = arm_overrides(raw, arm, corpus, None if arm == "default" else args.trials,
-                                      budget)
+        for arm in arm_names:
+            overrides = arm_overrides(raw, arm, corpus, args.trials, budget)
             paths = run_arm(space_path, overrides, out / "sweeps", tracking_uri)
             _, trials = sweep_trials(paths)
             arms[arm] = trials

@@ -10,10 +10,12 @@ that could not open its own."""
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
@@ -23,15 +25,17 @@ from sweeps.layout import (OUTCOMES, STATE_FILE, load_state, record_outcomes, tr
 # One experiment setup (shared artifact location, model-training tag) for single runs and sweeps;
 # the driver calls it as tracking.ensure_experiment.
 from vae.training.mlflow import default_artifact_location, ensure_experiment  # noqa: F401
-from vae.training.mlflow import store_error_line
+# The names the runs table's view shows are written beside it (vae/training/mlflow.py).
+from vae.training.mlflow import (BEST_OBJECTIVE_METRIC, BEST_PREFIX, OBJECTIVE_FORMULA_TAG,
+                                 OUTCOME_TAG, SWEEP_TAG, store_error_line)
 
 TRIAL_TAG = "ray.trial_id"
-SWEEP_TAG = "sweep.name"
 PARENT_TAG = "mlflow.parentRunId"
-OUTCOME_TAG = "sweep.outcome"
 ORPHAN_TAG = "sweep.orphaned"
 STATUS_FOR_OUTCOME = {"completed": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
-BEST_METRIC = "best/objective"  # a child run's best objective so far; the parent's: the sweep's
+# A child run's best objective so far (its best report's, beside best/step and best/val/<metric>);
+# the parent's: the sweep's, beside its best trial's best/ metrics.
+BEST_METRIC = BEST_OBJECTIVE_METRIC
 BEST_TRIAL_TAG, BEST_RUN_TAG = "best.trial_id", "best.mlflow_run_id"
 COUNT_METRIC = "trials/{}"  # the parent run's count of trials per outcome
 NOTE_TAG = "mlflow.note.content"  # the run's description, shown on its page in the UI
@@ -104,12 +108,21 @@ def open_missing_run(client: MlflowClient, experiment_id: str, parent_run_id: st
 
 def log_sweep_best(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str,
                    value: float) -> None:
-    """The sweep's best on its parent run: the metric and which trial and child run reached it."""
+    """The sweep's best on its parent run: the metric, which trial and child run reached it, and
+    that run's best report (its best/ metrics) and objective formula, so the parent's row in the
+    runs table reads as its best trial's."""
     client.log_metric(parent_run_id, BEST_METRIC, value)
     client.set_tag(parent_run_id, BEST_TRIAL_TAG, trial_id)
     run_id = find_child_run(client, experiment_id, parent_run_id, trial_id)
     if run_id:
         client.set_tag(parent_run_id, BEST_RUN_TAG, run_id)
+        best = client.get_run(run_id).data
+        now = int(time.time() * 1000)
+        client.log_batch(parent_run_id, metrics=[
+            Metric(key, metric_value, now, 0) for key, metric_value in best.metrics.items()
+            if key.startswith(BEST_PREFIX) and key != BEST_METRIC],
+            tags=[RunTag(OBJECTIVE_FORMULA_TAG, best.tags[OBJECTIVE_FORMULA_TAG])]
+            if OBJECTIVE_FORMULA_TAG in best.tags else [])
 
 
 def set_outcome(client: MlflowClient, run_id: str, outcome: str, reason: str | None = None) -> None:

@@ -1,6 +1,8 @@
 """The Ray Tune function of one trial: sampled values → VAE config → the same
 ``vae.training.train.train`` that ``vae-train`` runs, reporting metrics and a checkpoint after
-every validation."""
+every validation. Its MLflow run carries, besides the training curves, the objective and the
+trial's best report so far under best/ (the values it is ranked, kept and exported by) and a tag
+saying what the objective is."""
 
 from __future__ import annotations
 
@@ -18,21 +20,25 @@ from typing import Any
 import pytorch_lightning as pl
 import ray
 import torch
+from mlflow.entities import Metric
 from ray import tune
 
 from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, CHECKPOINT_FILE, OBJECTIVE,
                            RUNNING_BEST_FILE, improves)
 from sweeps.records import read_running_best
 from sweeps.space import decode_sampled
-from sweeps.tracking import BEST_METRIC, client_for, open_child_run
+from sweeps.tracking import client_for, open_child_run
 from vae.config import VAEConfig
-from vae.metrics import METRICS, VALIDATION_PREFIX
-from vae.training.mlflow import GuardedClient, TrackingGuard, quiet_store_errors
+from vae.metrics import METRIC_BY_KEY, METRICS, VALIDATION_PREFIX
+from vae.training.mlflow import (BEST_OBJECTIVE_METRIC, BEST_STEP_METRIC, OBJECTIVE_FORMULA_TAG,
+                                 OBJECTIVE_METRIC, GuardedClient, TrackingGuard, best_metric,
+                                 quiet_store_errors)
 from vae.training.train import train
 
 NODE_TAG = "ray.node_id"
 # Ray logs "Checkpoint successfully created at ..." at INFO for every report of every trial.
 RAY_CHECKPOINT_LOGGERS = ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage")
+BEST_REPORT = "best_report"  # in running_best.json: the best report under the run's best/ names
 
 
 @dataclass(frozen=True)
@@ -62,17 +68,41 @@ def objective_value(metrics: dict[str, float], context: TrialContext) -> float:
     return value
 
 
+def rate_penalty_words(max_kbps: float | None, penalty_per_kbps: float) -> str:
+    """objective_value's rate penalty in words, ``+ 0.5 per kbps of val/kl_kbps over 6`` ("" without
+    a rate budget): the one wording of the live view, the summary and the runs' formula tag."""
+    if max_kbps is None:
+        return ""
+    return f"+ {penalty_per_kbps:g} per kbps of {METRICS['kl_kbps'].key} over {max_kbps:g}"
+
+
+def objective_formula(context: TrialContext) -> str:
+    """What the objective is: its metric, with the rate penalty when there is one."""
+    penalty = rate_penalty_words(context.max_kbps, context.penalty_per_kbps)
+    return f"{context.objective_metric} {penalty}".strip()
+
+
+def best_report(metrics: dict[str, float], step: int) -> dict[str, float]:
+    """A report as a trial's best, under the run's best/ names: its objective, its step and every
+    metric of the metric table it has."""
+    return {BEST_OBJECTIVE_METRIC: metrics[OBJECTIVE], BEST_STEP_METRIC: float(step),
+            **{best_metric(key): metrics[key] for key in METRIC_BY_KEY if key in metrics}}
+
+
 class TuneReportCallback(pl.Callback):
     """After each validation: ``tune.report`` of the fixed metrics, the objective, the trial's
     best objective so far and its step, with a checkpoint the trial resumes from after a restart
-    (the running best travels inside it, so a resumed trial keeps its best)."""
+    (the running best travels inside it, so a resumed trial keeps its best); and on the trial's
+    run the objective and the best report so far (see log_to_run)."""
 
     def __init__(self, context: TrialContext, client: Any = None, run_id: str | None = None,
                  running_best: dict[str, Any] | None = None) -> None:
         self.context, self.client, self.run_id = context, client, run_id
         self.first_step_at: float | None = None
-        self.best: float | None = (running_best or {}).get(BEST_OBJECTIVE)
-        self.best_step: int | None = (running_best or {}).get(BEST_STEP)
+        restored = running_best or {}
+        self.best: float | None = restored.get(BEST_OBJECTIVE)
+        self.best_step: int | None = restored.get(BEST_STEP)
+        self.best_report: dict[str, float] = restored.get(BEST_REPORT, {})
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
@@ -95,19 +125,31 @@ class TuneReportCallback(pl.Callback):
         metrics[OBJECTIVE] = objective if math.isfinite(objective) else worst
         if self.best is None or improves(metrics[OBJECTIVE], self.best, self.context.mode):
             self.best, self.best_step = metrics[OBJECTIVE], step
+            self.best_report = best_report(metrics, step)
         metrics[BEST_OBJECTIVE], metrics[BEST_STEP] = self.best, self.best_step
-        if self.client is not None and math.isfinite(self.best):
-            self.client.log_metric(self.run_id, BEST_METRIC, self.best, step=step)
+        self.log_to_run(metrics[OBJECTIVE], step)
         if self.run_id:
             metrics["mlflow_run_id"] = self.run_id  # the searcher tags its Optuna trial with it
         running_best = {"step": step, OBJECTIVE: metrics[OBJECTIVE], BEST_OBJECTIVE: self.best,
-                        BEST_STEP: self.best_step}
+                        BEST_STEP: self.best_step, BEST_REPORT: self.best_report}
         with tempfile.TemporaryDirectory() as folder:
             # Full state (optimisers, loops): the trial resumes from it. Said explicitly, as
             # Lightning logs its default on every save otherwise.
             trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE, weights_only=False)
             (Path(folder) / RUNNING_BEST_FILE).write_text(json.dumps(running_best))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    def log_to_run(self, objective: float, step: int) -> None:
+        """This validation's objective and the best report so far, all at this step, so each
+        best/ metric's latest value is the best report's whatever happened before (an attempt
+        lost on a restart included). Before the report: ASHA may stop the trial at it."""
+        if self.client is None:
+            return
+        values = {OBJECTIVE_METRIC: objective, BEST_OBJECTIVE_METRIC: self.best, **self.best_report}
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[
+            Metric(key, value, now, step) for key, value in values.items()
+            if value is not None and math.isfinite(value)])
 
 
 def run_trial(sampled: dict[str, Any], context: TrialContext) -> None:
@@ -141,6 +183,7 @@ def run_trial(sampled: dict[str, Any], context: TrialContext) -> None:
     client = GuardedClient(store, guard)
     # The node this attempt runs on (a retried trial may move: the tag holds the latest).
     client.set_tag(run_id, NODE_TAG, ray.get_runtime_context().get_node_id())
+    client.set_tag(run_id, OBJECTIVE_FORMULA_TAG, objective_formula(context))
     for name, value in sampled.items():
         client.log_param(run_id, f"searched/{name}", value)
 

@@ -63,6 +63,28 @@ def test_report_and_export_honour_the_storage_flag_and_environment(command, tmp_
     assert f"{tmp_path / 'flag' / 'kl' / 'sweep.json'}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("main", [report.main, export.main], ids=["report", "export"])
+@pytest.mark.parametrize("name", ["../x", "a/b", "", ".hidden", "nope"])
+def test_report_and_export_refuse_a_bad_or_unknown_sweep_name_creating_nothing(main, name, tmp_path,
+                                                                               monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main([name, "--storage-path", "results", "-o", "out"]) == 2
+    err = capsys.readouterr().err
+    expected = f"sweep name {name!r}: expected" if name != "nope" else "nope/sweep.json: no sweep state"
+    assert err.startswith("error: ") and expected in err and len(err.splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("main", [report.main, export.main], ids=["report", "export"])
+def test_report_and_export_refuse_an_output_under_a_file_creating_nothing(main, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main(["kl", "--storage-path", str(tmp_path / "results"), "-o",
+                 str(tmp_path / "file" / "out")]) == 2
+    assert capsys.readouterr().err == (f"error: -o {tmp_path / 'file' / 'out'}: not writable "
+                                       f"({tmp_path / 'file'} is a file, not a folder)\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
 @pytest.mark.parametrize("script", ["run.py", "report.py", "export.py", "benchmark.py"])
 def test_every_sweeps_command_has_help_and_the_shared_flags(script):
     done = subprocess.run([sys.executable, str(ROOT / "sweeps" / script), "--help"],

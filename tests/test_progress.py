@@ -109,7 +109,8 @@ def test_end_summary_gives_the_best_and_the_next_commands(space, tmp_path):
         f"{venv}/sweep-report smoke --storage-path {tmp_path}",
         f"{venv}/sweep-export smoke -o {Path.cwd()}/best_smoke --storage-path {tmp_path}",
         f"{venv}/mlflow ui --backend-store-uri sqlite:////data/mlflow.db",
-        "  then open http://127.0.0.1:5000/#/experiments/7?workflowType=machine_learning"]
+        "  then open http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+        "&viewStateShareKey=trials-lowest-objective-first"]
     assert commands[-1].endswith(f"optuna-dashboard sqlite:///{tmp_path}/smoke/optuna.db")
     assert all(command in text for command in commands)
 

@@ -1,5 +1,5 @@
 """Search spaces that used to pass but must not, and YAML files the strict loader refuses
-(vae/yaml_io.py: duplicate keys, alias bombs, non-UTF-8, oversize), for search spaces and config
+(vae/user_files.py: duplicate keys, alias bombs, non-UTF-8, oversize), for search spaces and config
 files alike; every refusal names the file and the key, and sweep-run exits 2 creating nothing."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import yaml
 
 from tests.test_space import ROOT, with_changes, write
 from vae.config import ConfigError, load_config
-from vae.yaml_io import MAX_BYTES, YAMLFileError, load_yaml_file
+from vae.user_files import MAX_BYTES, UserFileError, load_yaml_file
 
 DUPLICATE_PARAM = """name: t
 base: {overrides: {trainer.max_steps: 40, trainer.val_every_steps: 10}}
@@ -119,6 +119,6 @@ def test_the_loader_keeps_what_yaml_allows(tmp_path):
     assert load_yaml_file(path) == {"base": {"x": 1, "y": [1, 2]}, "other": {"x": 1, "y": 3},
                                     "keys": {1: "a", 2: "b"}}
     path.write_text("a: &a [*a]\n")
-    with pytest.raises(YAMLFileError, match="recursive alias"):
+    with pytest.raises(UserFileError, match="recursive alias"):
         load_yaml_file(path)
     assert yaml.safe_load("k: 1\nk: 2\n") == {"k": 2}  # what plain PyYAML does: last one wins

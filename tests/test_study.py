@@ -75,3 +75,47 @@ def test_study_runs_three_arms_and_exports_each_pick(tmp_path):
         assert bundle.provenance["trial_id"] == row["pick"]
     assert (out / "rate_distortion.png").stat().st_size > 0
     assert "sampled vs default" in (out / "study.md").read_text()
+
+
+def write_corpus(corpus: Path, seconds: dict[str, float]) -> Path:
+    """One stereo tone per split: ``{"train": 1.0, "valid": 0.01}``."""
+    for split, length in seconds.items():
+        (corpus / split).mkdir(parents=True)
+        for k in range(2):
+            t = np.arange(round(length * SR)) / SR
+            audio = 0.3 * np.sin(2 * np.pi * 220 * (k + 1) * t)[:, None] * np.ones((1, 2))
+            sf.write(corpus / split / f"{k}.wav", audio.astype(np.float32), SR)
+    return corpus
+
+
+BAD_STUDIES = [  # (label, space changes, corpus splits and lengths, what the error names)
+    ("corpus without audio", {}, {}, "no audio files under"),
+    ("valid split shorter than a chunk", {}, {"train": 1.0, "valid": 0.01},
+     "no valid file is as long as a chunk"),
+    ("unsafe name in the space", {"name": ".."}, {"train": 1.0, "valid": 1.0},
+     "name: Value error, sweep name '..'"),
+    ("arm name too long", {"name": "s" * 95}, {"train": 1.0, "valid": 1.0},
+     "as the default arm runs it: name: Value error, sweep name"),
+    ("not on folder data", {"base": {"overrides": {**MICRO, "trainer.max_steps": 4,
+                                                    "trainer.val_every_steps": 2}}},
+     {"train": 1.0, "valid": 1.0}, "data.source: 'synthetic'"),
+]
+
+
+@pytest.mark.parametrize("label, changes, splits, message", BAD_STUDIES,
+                         ids=[b[0] for b in BAD_STUDIES])
+def test_bad_space_or_corpus_is_refused_before_any_folder_or_ray(tmp_path, capsys, label, changes,
+                                                                 splits, message):
+    import ray
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    write_corpus(corpus, splits)
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({**SPACE, **changes}))
+    assert study_main([str(space), "--corpus", str(corpus), "-o", str(tmp_path / "study")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err, err
+    assert (str(space) if changes else str(corpus)) in err.splitlines()[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "space.yaml"]
+    assert not ray.is_initialized()

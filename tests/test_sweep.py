@@ -24,7 +24,7 @@ from sweeps.driver import run_sweep
 from sweeps.export import export_best
 from sweeps.layout import BEST_OBJECTIVE, BEST_STEP, SweepPaths, trial_dirname
 from sweeps.records import read_results, read_running_best, sweep_trials
-from sweeps.report import build_report
+from sweeps.report import IMPORTANCE_MIN_TRIALS, build_report
 from sweeps.space import load_space
 from sweeps.search import MLFLOW_RUN_ATTR, RAY_TRIAL_ATTR
 from sweeps.tracking import (BEST_METRIC, BEST_RUN_TAG, BEST_TRIAL_TAG, COUNT_METRIC, NOTE_TAG,
@@ -161,8 +161,9 @@ def test_report_table_counts_and_plots(sweep, tmp_path):
     for name in ("trials.csv", "trials.md", "summary.json", "rate_distortion.png",
                  "learning_curves.png", "parallel_coordinate.png", "slice.png"):
         assert (tmp_path / name).stat().st_size > 0, name
-    # Optuna's importance needs two completed trials; each plot written is listed
-    assert ("importance.png" in summary["plots"]) == (counts.get("completed", 0) >= 2)
+    # importance is drawn only from IMPORTANCE_MIN_TRIALS completed trials; each plot written is listed
+    assert ("importance.png" in summary["plots"]) == \
+        (counts.get("completed", 0) >= IMPORTANCE_MIN_TRIALS)
     assert all((tmp_path / name).is_file() for name in summary["plots"])
     table = (tmp_path / "trials.csv").read_text().splitlines()
     assert len(table) == SPACE["num_samples"] + 1
@@ -295,3 +296,70 @@ def test_the_next_commands_run_as_printed_from_another_folder(sweep, tmp_path, m
         assert done.returncode == 0, (command, done.stderr[-2000:])
     assert (elsewhere / "best_e2e" / "model.safetensors").is_file()  # the export went where it said
     assert (sweep["paths"].report_dir / "trials.md").is_file()
+
+
+# ---- MLflow's runs table says what the report says (issue 22) ----------------------------------
+
+def test_each_child_run_carries_its_best_report_as_the_report_has_it(sweep, tmp_path):
+    """The run's best/ metrics are the report's trials.csv row (the best report's), an
+    ASHA-stopped trial's too; its val/ curves still end at the last report."""
+    from vae.metrics import METRICS
+    from vae.training.mlflow import BEST_STEP_METRIC, OBJECTIVE_FORMULA_TAG, best_metric
+
+    build_report(sweep["paths"], tmp_path)
+    table = pd.read_csv(tmp_path / "trials.csv", dtype={"trial_id": str})
+    runs = {r.data.tags[TRIAL_TAG]: r for r in sweep["runs"]}
+    rows = table.dropna(subset=[BEST_OBJECTIVE]).to_dict("records")
+    assert {"completed", "pruned"} <= {row["outcome"] for row in rows}
+    for row in rows:
+        metrics = runs[row["trial_id"]].data.metrics
+        expected = {best_metric(m.key): row[m.key] for m in METRICS.values() if pd.notna(row[m.key])}
+        expected |= {BEST_METRIC: row[BEST_OBJECTIVE], BEST_STEP_METRIC: row[BEST_STEP]}
+        assert {key: metrics.get(key) for key in expected} == pytest.approx(expected), row["trial_id"]
+    assert {r.data.tags[OBJECTIVE_FORMULA_TAG] for r in sweep["runs"]} == {SPACE["objective"]["metric"]}
+    # the trial this sweep is built for: its last report is not its best
+    overshoot = next(r for r in sweep["runs"] if lr_of(r) == OVERSHOOT_LR).data.metrics
+    assert overshoot["best/val/mel_distance"] < overshoot["val/mel_distance"]
+
+
+def test_every_validations_objective_is_on_its_run(sweep):
+    from vae.training.mlflow import OBJECTIVE_METRIC
+
+    runs = {r.data.tags[TRIAL_TAG]: r for r in sweep["runs"]}
+    for trial_id, reports in reports_by_trial(sweep).items():
+        history = sweep["client"].get_metric_history(runs[trial_id].info.run_id, OBJECTIVE_METRIC)
+        assert {m.step: m.value for m in history} == {r["step"]: r["objective"] for r in reports}
+
+
+def test_the_parent_run_reads_as_its_best_trial(sweep):
+    parent = sweep["client"].get_run(sweep["summary"]["mlflow"]["parent_run_id"])
+    best = next(r for r in sweep["runs"] if r.info.run_id == parent.data.tags[BEST_RUN_TAG])
+    best_metrics = {k: v for k, v in best.data.metrics.items() if k.startswith("best/")}
+    assert len(best_metrics) > 3
+    assert {k: parent.data.metrics.get(k) for k in best_metrics} == best_metrics
+
+
+def test_the_printed_link_opens_a_view_of_columns_the_runs_have(sweep):
+    """The link next_commands prints opens a saved view of this experiment, sorted best first
+    for the sweep's mode by a metric every reported trial has, on columns its runs carry (so
+    none is empty), the sweep's outcome and name among them."""
+    import json
+    from urllib.parse import parse_qs, urlsplit
+
+    from sweeps.progress import next_commands
+    from vae.training.mlflow import SAVED_VIEW_TAG, VIEW_QUERY, runs_page
+
+    experiment_id = summary_experiment(sweep["client"], sweep["summary"])
+    url = runs_page(sweep["tracking_uri"], experiment_id, "min")
+    assert f"  then open {url}" in next_commands({**sweep["summary"], "experiment_id": experiment_id},
+                                                  sweep["paths"])
+    route, _, query = urlsplit(url).fragment.partition("?")
+    assert route == f"/experiments/{experiment_id}/runs"
+    tag = SAVED_VIEW_TAG + parse_qs(query)[VIEW_QUERY][0]
+    state = json.loads(json.loads(sweep["client"].get_experiment(experiment_id).tags[tag])["state"])
+    assert state["orderByKey"] == f"metrics.`{BEST_METRIC}`"
+    assert state["orderByAsc"] is (SPACE["objective"]["mode"] == "min")
+    reported = [r for r in sweep["runs"] if r.data.tags[TRIAL_TAG] in reports_by_trial(sweep)]
+    for column in state["selectedColumns"]:
+        kind, _, name = column.partition(".")
+        assert all(name.strip("`") in getattr(r.data, kind) for r in reported), column

@@ -21,6 +21,7 @@ import yaml
 from sweeps.guard import driver_lock
 from sweeps.layout import DRIVER_LOCK, SweepPaths
 from sweeps.run import main
+from vae.cli.common import writable_problem
 from tests.conftest import MICRO
 from tests.test_resume import kill_session
 
@@ -189,3 +190,28 @@ def test_a_broken_tracking_store_is_one_line_per_trial_and_the_sweep_goes_on(tmp
     lines = [r.getMessage() for r in caplog.records if "MLflow" in r.getMessage()]
     assert len(lines) == 2 and summary["mlflow"]["parent_run_id"] in lines[1], lines
     assert all("\n" not in line for line in lines)
+
+
+def test_resume_of_a_sweep_never_started_creates_nothing(space_file, capsys):
+    assert main(cli(space_file, "--resume")) == 2
+    assert f"--resume: no sweep to resume at {space_file.parent / 'results' / 'faults'}" in \
+        capsys.readouterr().err
+    assert sorted(p.name for p in space_file.parent.iterdir()) == ["space.yaml"]
+
+
+def test_an_unsafe_name_in_the_space_file_names_the_file_and_key(space_file, capsys):
+    space_file.write_text(yaml.safe_dump({**space("faults", 160, 2, 2, 20), "name": ".."}))
+    assert main(cli(space_file)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {space_file}: ") and "name: Value error, sweep name '..'" in err
+    assert sorted(p.name for p in space_file.parent.iterdir()) == ["space.yaml"]
+
+
+def test_writable_problem_creates_nothing(tmp_path):
+    (tmp_path / "file").write_text("x")
+    assert writable_problem("-o", tmp_path / "new" / "deeper") is None
+    assert writable_problem("-o", tmp_path / "file") == f"-o {tmp_path / 'file'}: not writable " \
+        "(a file, not a folder)"
+    assert writable_problem("-o", tmp_path / "file" / "a" / "b") == \
+        f"-o {tmp_path / 'file' / 'a' / 'b'}: not writable ({tmp_path / 'file'} is a file, not a folder)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

@@ -27,7 +27,7 @@ from vae.config_fields import flatten, format_validation_error
 from vae.data.registry import DATA_SOURCES
 from vae.data.settings import DataSettings
 from vae.discriminators.registry import DISCRIMINATORS
-from vae.yaml_io import YAMLFileError, load_yaml_file
+from vae.user_files import UserFileError, load_yaml_file
 
 GanLossType = Literal["hinge", "least_squares"]
 
@@ -283,7 +283,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: Mapping[str, A
             raise ConfigError(f"{path}: config file not found")
         try:  # the strict loader: duplicate keys, alias bombs, non-UTF-8 are refused
             loaded = load_yaml_file(path)
-        except YAMLFileError as exc:
+        except UserFileError as exc:
             raise ConfigError(str(exc)) from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of config sections at the top level")

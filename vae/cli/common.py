@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -33,6 +34,20 @@ def user_errors() -> tuple[type[BaseException], ...]:
         if error is not None:
             types.append(error)
     return tuple(types)
+
+
+def writable_problem(what: str, folder: str | Path) -> str | None:
+    """Why ``folder`` (named ``what``, e.g. ``-o``) could not be created and written, None when it
+    could: it is a file, or its nearest existing parent is a file or not writable."""
+    folder = Path(folder)
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        why = "a file, not a folder" if existing == folder else f"{existing} is a file, not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        why = "permission denied" if existing == folder else f"{existing}: permission denied"
+    else:
+        return None
+    return f"{what} {folder}: not writable ({why})"
 
 
 def fail(message: str) -> int:

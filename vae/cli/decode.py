@@ -17,8 +17,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from vae.cli.common import (add_model_runtime, add_out, build_parser,
-                            exits_on_user_error, run)
+from vae.cli.common import (add_model_runtime, add_out, build_parser, exits_on_user_error, fail,
+                            run, writable_problem)
 from vae.inference import (DEFAULT_CHUNK_SECONDS, MAX_SAMPLE_RATE, Bundle, Latents,
                            decode_to_file, find_latent_files, load_model)
 
@@ -90,10 +90,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     single = len(args.inputs) == 1 and len(files) == 1 and Path(args.inputs[0]).is_file() \
         and not out.is_dir() and out.suffix
+    targets = [out if single else out / f"{file.stem}.{args.format.lstrip('.')}" for file in files]
+    problem = next(filter(None, (writable_problem("-o", folder)
+                                 for folder in sorted({t.parent for t in targets}))), None)
+    if problem:
+        return fail(problem)
     bundles = load_checked_models(loaded, args)
-    for file, latents in loaded:
+    for (file, latents), target in zip(loaded, targets):
         bundle = bundles[model_of(latents, file, args)]
-        target = out if single else out / f"{file.stem}.{args.format.lstrip('.')}"
         path, written = decode_to_file(bundle, latents, target, sample=args.sample,
                                        out_sample_rate=output_rate(args.sample_rate, latents),
                                        subtype=args.subtype, chunk_seconds=args.chunk_seconds,

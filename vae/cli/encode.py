@@ -13,8 +13,8 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from vae.cli.common import (add_model_runtime, add_out, build_parser,
-                            exits_on_user_error, run)
+from vae.cli.common import (add_model_runtime, add_out, build_parser, exits_on_user_error, fail,
+                            run, writable_problem)
 from vae.inference import (DEFAULT_CHUNK_SECONDS, AudioError, audio_info, encode_file,
                            find_audio_files, load_model, weights_fingerprint)
 
@@ -48,10 +48,14 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     files = find_audio_files(args.inputs)
+    outputs = output_paths(args.inputs, files, Path(args.out))
+    problem = next(filter(None, (writable_problem("-o", folder)
+                                 for folder in sorted({out.parent for out in outputs}))), None)
+    if problem:
+        return fail(problem)
     bundle = load_model(args.model, args.device, args.tracking_uri)
     for file in files:  # every header checked before any work is done
         audio_info(file, bundle.config.model.audio_channels)
-    outputs = output_paths(args.inputs, files, Path(args.out))
     fingerprint = weights_fingerprint(bundle)
     for file, out in zip(files, outputs):
         latents = encode_file(bundle, file, args.chunk_seconds, fingerprint)

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vae.cli.common import add_model_runtime, build_parser, exits_on_user_error, run
+from vae.cli.common import (add_model_runtime, build_parser, exits_on_user_error, fail, run,
+                            writable_problem)
 from vae.inference import DEFAULT_CHUNK_SECONDS, evaluate_files
 from vae.metrics import METRICS
 
@@ -61,6 +62,9 @@ def parser() -> argparse.ArgumentParser:
 @exits_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    problem = args.json and writable_problem("--json", Path(args.json).parent)
+    if problem:
+        return fail(problem)
     report = evaluate_files(args.model, args.inputs, args.chunk_seconds, args.segment_seconds,
                             args.device, args.tracking_uri)
     print(format_table(report["files"], report["mean"]))

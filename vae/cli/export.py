@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from vae.cli.common import add_out, build_parser, exits_on_user_error, run
+from vae.cli.common import add_out, build_parser, exits_on_user_error, fail, run, writable_problem
 
 
 @exits_on_user_error
@@ -18,6 +18,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("checkpoint", help="a Lightning checkpoint written by vae-train")
     add_out(parser, "bundle folder to write")
     args = parser.parse_args(argv)
+    problem = writable_problem("-o", args.out)
+    if problem:
+        return fail(problem)
     from vae.inference.bundle import bundle_from_checkpoint
 
     print(bundle_from_checkpoint(args.checkpoint, args.out))

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vae.cli.common import (add_out, add_tracking_uri, build_parser, exits_on_user_error, run,
-                            runnable)
+from vae.cli.common import (add_out, add_tracking_uri, build_parser, exits_on_user_error, fail,
+                            run, runnable, writable_problem)
 
 CKPT_PREFIX = "ckpt_path="
 
@@ -81,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.print_config:
         print(config.to_yaml(), end="")
         return 0
+    problem = writable_problem("-o" if args.out else "trainer.out_dir", config.trainer.out_dir)
+    if problem:  # before the MLflow run or any folder is made
+        return fail(problem)
     from vae.training.mlflow import resolve_tracking_uri
     from vae.training.train import train
 
@@ -115,7 +118,8 @@ def final_report(result: Any, tracking_uri: str) -> str:
         lines.append(f"MLflow run {result.mlflow_run_id}:")
         if not tracking_uri.startswith("http"):
             lines.append(f"  {runnable('mlflow', 'ui', '--backend-store-uri', tracking_uri)}")
-        lines.append(f"  {runs_page(tracking_uri, experiment_id)}")
+        # one run, not a sweep: the runs table as MLflow opens it, not a ranked sweep view
+        lines.append(f"  {runs_page(tracking_uri, experiment_id, mode=None)}")
     return "\n".join(lines)
 
 

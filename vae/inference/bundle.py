@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from vae.config import ConfigError, VAEConfig, load_config
 from vae.model import AudioVAE
-from vae.yaml_io import YAMLFileError, load_json_file
+from vae.user_files import UserFileError, load_json_file
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
@@ -119,7 +119,7 @@ def read_bundle_json(path: Path, name: str) -> dict[str, Any]:
         return {}
     try:
         value = load_json_file(file)
-    except YAMLFileError as exc:
+    except UserFileError as exc:
         raise BundleError(str(exc)) from None
     if not isinstance(value, dict):
         raise BundleError(f"{file}: expected a JSON object, got {type(value).__name__}")

@@ -30,7 +30,7 @@ from vae.inference.loading import is_model_uri, model_spec
 from vae.inference.scoring import kl_nats_summed_over_frames, rate_metrics
 from vae.inference.streaming import (DEFAULT_CHUNK_SECONDS, SampleCounter, chunk_frames_for,
                                      decode_stream, encode_stream, take)
-from vae.yaml_io import MAX_BYTES, YAMLFileError, parse_json
+from vae.user_files import MAX_BYTES, UserFileError, parse_json
 
 LATENT_FORMAT = "vae-latents/1"
 ARRAYS = ("mean", "std", "metadata")
@@ -77,7 +77,7 @@ class Latents:
             raise LatentFileError(f"{path}: its arrays are too large to load") from None
         try:
             metadata = parse_json(str(text), f"{path}: metadata")
-        except YAMLFileError as exc:
+        except UserFileError as exc:
             raise LatentFileError(str(exc)) from None
         if not isinstance(metadata, dict) or metadata.get("format") != LATENT_FORMAT:
             raise LatentFileError(f"{path}: not a {LATENT_FORMAT} latent file")

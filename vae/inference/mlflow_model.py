@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from vae.inference.bundle import BundleError, load_bundle
-from vae.yaml_io import YAMLFileError, load_yaml_file
+from vae.user_files import UserFileError, load_yaml_file
 
 BUNDLE_ARTIFACT = "bundle"
 
@@ -89,7 +89,7 @@ def bundle_in_model_dir(folder: Path) -> Path:
         return folder
     try:
         spec = load_yaml_file(mlmodel)
-    except YAMLFileError as exc:
+    except UserFileError as exc:
         raise BundleError(str(exc)) from None
     try:
         relative = spec["flavors"]["python_function"]["artifacts"][BUNDLE_ARTIFACT]["path"]

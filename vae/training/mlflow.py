@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from pathlib import Path
@@ -16,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from pytorch_lightning.loggers import MLFlowLogger
 
 from vae.config import VAEConfig
+from vae.metrics import METRICS
 
 DEFAULT_TRACKING_DB = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"  # beside a sqlite store, for single runs and sweeps alike
@@ -47,11 +50,83 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
 MODEL_TRAINING_QUERY = "workflowType=machine_learning"
 LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
 
+# A sweep's runs in MLflow (sweeps/trial.py and sweeps/tracking.py log them; named here for the
+# runs table's view below): each trial's best report under best/ (best/objective, best/step,
+# best/val/<metric>), the objective of every validation, and what that objective is.
+OBJECTIVE_METRIC = "objective"
+BEST_PREFIX = "best/"
+BEST_OBJECTIVE_METRIC, BEST_STEP_METRIC = BEST_PREFIX + OBJECTIVE_METRIC, BEST_PREFIX + "step"
+SWEEP_TAG, OUTCOME_TAG, OBJECTIVE_FORMULA_TAG = "sweep.name", "sweep.outcome", "objective_formula"
 
-def runs_page(tracking_uri: str, experiment_id: str) -> str:
-    """The address of the experiment's runs table: on the tracking server, or on `mlflow ui`."""
+# MLflow 3.17's runs page reads its sort from the URL (orderByKey, orderByAsc) but its columns only
+# from its UI state, which a link sets only through a saved view: an experiment tag
+# mlflow.sharedViewState.<id> (the envelope {name, createdAt, state}) that ?viewStateShareKey=<id>
+# opens on the /runs route and the page's "Views" menu lists (mlflow/server/js, "sharedViewState").
+SAVED_VIEW_TAG, VIEW_QUERY = "mlflow.sharedViewState.", "viewStateShareKey"
+# Sorting by anything but the start time flattens the parent/child nesting in 3.17 (its table
+# nests children only when unsorted or sorted by start time, and unfiltered). Ranked is the better
+# default: a sweep's link is opened to see which trial is best; each row names its sweep and
+# outcome, and the parent run (carrying its best trial's best/ metrics) sits beside that trial.
+BEST_FIRST = {"min": "lowest", "max": "highest"}  # the saved views, one per objective direction
+
+
+def view_id(mode: str) -> str:
+    """The saved view ranking trials best first for ``mode``: ``trials-lowest-objective-first``."""
+    return f"trials-{BEST_FIRST[mode]}-objective-first"
+
+
+def best_metric(key: str) -> str:
+    """The MLflow name of a metric at a trial's best report: ``best/val/kl_kbps``."""
+    return BEST_PREFIX + key
+
+
+def best_first_view(mode: str) -> dict[str, Any]:
+    """The runs table's state in the saved view: sorted by the best objective, best first for
+    ``mode``; its columns, in this order and wide enough for their names: the best objective, the
+    distortion and the rate it is made of (the report's rate-distortion pair: a sampled latent's
+    distortion, the KL rate), the best step, the outcome, the sweep and the objective's formula.
+    The best report's other metrics are one click away (Columns)."""
+    metrics = [BEST_OBJECTIVE_METRIC, best_metric(METRICS["mel_distance_sampled"].key),
+               best_metric(METRICS["kl_kbps"].key), BEST_STEP_METRIC]
+    columns = [f"metrics.`{m}`" for m in metrics] + \
+        [f"tags.`{t}`" for t in (OUTCOME_TAG, SWEEP_TAG, OBJECTIVE_FORMULA_TAG)]
+    widths = [120, 230, 120, 80, 110, 110, 420]  # pixels: about 8 a letter of a name or a value
+    return {"orderByKey": columns[0], "orderByAsc": mode == "min", "selectedColumns": columns,
+            "columnOrder": columns, "columnWidths": dict(zip(columns, widths))}
+
+
+def saved_view(name: str, state: dict[str, Any], created_ms: int) -> str:
+    """A saved view's tag value as the UI writes and reads it (its state a JSON string)."""
+    return json.dumps({"name": name, "createdAt": created_ms, "state": json.dumps(state)})
+
+
+def same_view(tag_value: str | None, name: str, state: dict[str, Any]) -> bool:
+    try:
+        view = json.loads(tag_value or "")
+        return view["name"] == name and json.loads(view["state"]) == state
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+def ensure_runs_views(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> None:
+    """The experiment's best-first views (one per objective direction), written when missing or
+    different (``tags``: the experiment's), so every experiment's link opens on one."""
+    for mode, first in BEST_FIRST.items():
+        tag, name = SAVED_VIEW_TAG + view_id(mode), f"Sweep trials, {first} objective first"
+        if not same_view(tags.get(tag), name, best_first_view(mode)):
+            client.set_experiment_tag(experiment_id, tag, saved_view(
+                name, best_first_view(mode), int(time.time() * 1000)))
+
+
+def runs_page(tracking_uri: str, experiment_id: str, mode: str | None) -> str:
+    """The address of the experiment's runs table, on the tracking server or on `mlflow ui`:
+    opened on the view ranking trials best first for the objective's ``mode``, or (None) as
+    MLflow opens it."""
     base = tracking_uri.rstrip("/") if tracking_uri.startswith("http") else LOCAL_UI
-    return f"{base}/#/experiments/{experiment_id}?{MODEL_TRAINING_QUERY}"
+    if mode is None:
+        return f"{base}/#/experiments/{experiment_id}?{MODEL_TRAINING_QUERY}"
+    return (f"{base}/#/experiments/{experiment_id}/runs?{MODEL_TRAINING_QUERY}"
+            f"&{VIEW_QUERY}={view_id(mode)}")
 
 
 def default_artifact_location(tracking_uri: str) -> str | None:
@@ -87,7 +162,8 @@ def quiet_store_errors() -> None:
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
     """The experiment's id, created beforehand with the shared artifact location (runs must never
-    race to create it), restored if deleted, and tagged as model training for the UI."""
+    race to create it), restored if deleted, tagged as model training for the UI, with the runs
+    table's best-first views."""
     quiet_store_setup()  # for a client that has not opened its store yet
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
@@ -96,9 +172,10 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | 
         experiment_id = experiment.experiment_id
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment_id)
-    if (experiment is None or
-            experiment.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND):
+    tags = experiment.tags if experiment is not None else {}
+    if tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:
         client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+    ensure_runs_views(client, experiment_id, tags)
     return experiment_id
 
 

@@ -30,8 +30,8 @@ MAX_NODES = 20_000
 MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-class YAMLFileError(ValueError):
-    """A YAML file that is refused; ``problem`` is the message without the file's name."""
+class UserFileError(ValueError):
+    """A YAML or JSON file that is refused; ``problem`` is the message without the file's name."""
 
     def __init__(self, source: str, problem: str) -> None:
         self.source, self.problem = source, problem
@@ -95,7 +95,7 @@ def _join(where: str, name: Any) -> str:
 
 
 def parse_yaml(text: str, source: str = "<yaml>") -> Any:
-    """``text`` as Python values, refusing duplicate keys and alias bombs (YAMLFileError)."""
+    """``text`` as Python values, refusing duplicate keys and alias bombs (UserFileError)."""
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -104,34 +104,34 @@ def parse_yaml(text: str, source: str = "<yaml>") -> Any:
         _Walk(loader).size(node, "")
         return loader.construct_document(node)
     except yaml.YAMLError as exc:
-        raise YAMLFileError(source, f"not valid YAML: {exc}") from None
+        raise UserFileError(source, f"not valid YAML: {exc}") from None
     except ValueError as exc:
-        raise YAMLFileError(source, str(exc)) from None
+        raise UserFileError(source, str(exc)) from None
     except RecursionError:
-        raise YAMLFileError(source, "nested too deeply") from None
+        raise UserFileError(source, "nested too deeply") from None
     finally:
         loader.dispose()
 
 
-def read_yaml_text(path: str | os.PathLike[str]) -> str:
-    """The file's text (YAML or JSON): at most MAX_BYTES, UTF-8 (YAMLFileError otherwise)."""
+def read_user_text(path: str | os.PathLike[str]) -> str:
+    """The file's text (YAML or JSON): at most MAX_BYTES, UTF-8 (UserFileError otherwise)."""
     path = Path(path)
     try:
         with path.open("rb") as handle:
             data = handle.read(MAX_BYTES + 1)
     except OSError as exc:
-        raise YAMLFileError(str(path), f"cannot read: {exc.strerror or exc}") from None
+        raise UserFileError(str(path), f"cannot read: {exc.strerror or exc}") from None
     if len(data) > MAX_BYTES:
-        raise YAMLFileError(str(path), f"larger than {MAX_BYTES // 1024} KiB; not a config file?")
+        raise UserFileError(str(path), f"larger than {MAX_BYTES // 1024} KiB; not a config file?")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise YAMLFileError(str(path), f"not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+        raise UserFileError(str(path), f"not UTF-8 text (byte {exc.start}: {exc.reason})") from None
 
 
 def load_yaml_file(path: str | os.PathLike[str]) -> Any:
-    """A user's YAML file as Python values; every refusal is a YAMLFileError naming the file."""
-    return parse_yaml(read_yaml_text(path), str(path))
+    """A user's YAML file as Python values; every refusal is a UserFileError naming the file."""
+    return parse_yaml(read_user_text(path), str(path))
 
 
 def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -144,19 +144,19 @@ def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def parse_json(text: str, source: str = "<json>") -> Any:
-    """``text`` as Python values, refusing duplicate keys and oversized text (YAMLFileError)."""
+    """``text`` as Python values, refusing duplicate keys and oversized text (UserFileError)."""
     if len(text) > MAX_BYTES:
-        raise YAMLFileError(source, f"larger than {MAX_BYTES // 1024} KiB")
+        raise UserFileError(source, f"larger than {MAX_BYTES // 1024} KiB")
     try:
         return json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
     except json.JSONDecodeError as exc:
-        raise YAMLFileError(source, f"not valid JSON: {exc}") from None
+        raise UserFileError(source, f"not valid JSON: {exc}") from None
     except ValueError as exc:
-        raise YAMLFileError(source, str(exc)) from None
+        raise UserFileError(source, str(exc)) from None
     except RecursionError:
-        raise YAMLFileError(source, "nested too deeply") from None
+        raise UserFileError(source, "nested too deeply") from None
 
 
 def load_json_file(path: str | os.PathLike[str]) -> Any:
-    """A user's JSON file as Python values; every refusal is a YAMLFileError naming the file."""
-    return parse_json(read_yaml_text(path), str(path))
+    """A user's JSON file as Python values; every refusal is a UserFileError naming the file."""
+    return parse_json(read_user_text(path), str(path))
