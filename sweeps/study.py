@@ -203,7 +203,7 @@ def run_study(args: argparse.Namespace, raw: dict[str, Any], space_path: Path, c
         for arm in arm_names:
             overrides = arm_overrides(raw, arm, corpus, args.trials, budget)
             paths = run_arm(space_path, overrides, out / "sweeps", tracking_uri)
-            _, trials = sweep_trials(paths)
+            state, trials = sweep_trials(paths)
             arms[arm] = trials
             rows.append(arm_summary(arm, trials))
             rows[-1]["bundle"] = export_best(paths, out / "bundles" / arm)["bundle"]
@@ -218,7 +218,20 @@ def run_study(args: argparse.Namespace, raw: dict[str, Any], space_path: Path, c
         print(write_table(rows, out))
     plot(arms, out)
     print(f"study in {out}: study.md, study.json, rate_distortion.png, bundles/")
+    print(mlflow_lines(tracking_uri, state))
     return 0
+
+
+def mlflow_lines(tracking_uri: str, state: dict[str, Any]) -> str:
+    """Where the arms' runs are: the UI command for a local store and the ranked runs table."""
+    from sweeps.layout import objective_mode
+    from vae.training.mlflow import runs_page
+
+    page = runs_page(tracking_uri, state["experiment_id"], objective_mode(state))
+    if tracking_uri.startswith("http"):
+        return f"MLflow: {page}"
+    return f"MLflow: {common.runnable('mlflow', 'ui', '--backend-store-uri', tracking_uri)}\n" \
+           f"  then open {page}"
 
 
 if __name__ == "__main__":

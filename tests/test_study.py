@@ -4,6 +4,7 @@ each arm's pick exported, a table and a plot written."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,7 @@ def test_arm_overrides_keep_steps_and_data_and_change_only_the_search():
 
 
 @pytest.mark.slow
-def test_study_runs_three_arms_and_exports_each_pick(tmp_path):
+def test_study_runs_three_arms_and_exports_each_pick(tmp_path, capsys):
     corpus = tmp_path / "corpus"
     rng = np.random.default_rng(0)
     for split, count in (("train", 3), ("valid", 1)):
@@ -75,6 +76,10 @@ def test_study_runs_three_arms_and_exports_each_pick(tmp_path):
         assert bundle.provenance["trial_id"] == row["pick"]
     assert (out / "rate_distortion.png").stat().st_size > 0
     assert "sampled vs default" in (out / "study.md").read_text()
+    printed = capsys.readouterr().out  # where the arms' MLflow runs are, ready to paste
+    assert f"MLflow: {Path(sys.executable).parent}/mlflow ui --backend-store-uri sqlite:///{out}/mlflow.db" \
+        in printed
+    assert "  then open http://127.0.0.1:5000/#/experiments/" in printed
 
 
 def write_corpus(corpus: Path, seconds: dict[str, float]) -> Path:
