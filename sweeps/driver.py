@@ -12,7 +12,6 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, OBJECTIVE, SweepPaths, ranked, trial_dirname,

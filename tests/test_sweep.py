@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -62,19 +63,26 @@ SPACE = {
 }
 
 
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sweep")
+def run_space(raw: dict, root: Path) -> tuple[Any, SweepPaths, str, dict]:
+    """The search space ``raw`` swept to the end under ``root`` (results, mlflow.db) on a local
+    Ray of 2 CPUs: (space, paths, tracking URI, summary)."""
     space_file = root / "space.yaml"
-    space_file.write_text(yaml.safe_dump(SPACE))
+    space_file.write_text(yaml.safe_dump(raw))
     space = load_space(space_file)
-    paths = SweepPaths(str(root / "results"), "e2e")
+    paths = SweepPaths(str(root / "results"), raw["name"])
     tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
     ray.init(num_cpus=2, include_dashboard=False)
     try:
         summary = run_sweep(space, paths, tracking_uri=tracking_uri)
     finally:
         ray.shutdown()
+    return space, paths, tracking_uri, summary
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    space, paths, tracking_uri, summary = run_space(SPACE, root)
     client = client_for(tracking_uri)
     runs = child_runs(client, summary_experiment(client, summary), summary["mlflow"]["parent_run_id"])
     return {"root": root, "space": space, "paths": paths, "summary": summary, "client": client,

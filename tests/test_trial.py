@@ -10,18 +10,16 @@ import time
 from pathlib import Path
 
 import pytest
-import ray
-import yaml
 from mlflow.tracking import MlflowClient
 
-from sweeps.driver import run_sweep
-from sweeps.layout import BEST_OBJECTIVE, BEST_STEP, SweepPaths
+from sweeps.layout import BEST_OBJECTIVE, BEST_STEP
 from sweeps.progress import SweepView
 from sweeps.records import read_results
 from sweeps.space import load_space
 from sweeps.tracking import TRIAL_TAG, child_runs, client_for
 from sweeps.trial import BEST_REPORT, TrialContext, TuneReportCallback, best_report, objective_formula
 from tests.conftest import MICRO
+from tests.test_sweep import run_space
 from vae.metrics import METRICS
 from vae.training.mlflow import (BEST_OBJECTIVE_METRIC, BEST_STEP_METRIC, OBJECTIVE_FORMULA_TAG,
                                  OBJECTIVE_METRIC, best_metric, ensure_experiment)
@@ -79,22 +77,14 @@ def test_a_rate_penalised_trial_logs_its_formula_objective_and_parts(tmp_path):
     its distortion plus the penalty on its rate, the run says so, and the best report's
     distortion and rate sit beside the best objective on the trial's run and the sweep's."""
     budget = {"max_kbps": 0.01, "penalty_per_kbps": 0.5}
-    space_file = tmp_path / "rate.yaml"
-    space_file.write_text(yaml.safe_dump({
+    _, paths, tracking_uri, summary = run_space({
         "name": "rate",
         "base": {"overrides": {**MICRO, "trainer.max_steps": 6, "trainer.val_every_steps": 2}},
         "objective": {"metric": DISTORTION, "mode": "min"}, "rate_budget": budget,
         "scheduler": {"type": "none"}, "num_samples": 1, "max_concurrent_trials": 1,
         "resources": {"cpu": 1},
-        "params": {"loss.kl.weight": {"type": "float", "low": 1e-5, "high": 1e-4, "log": True}}}))
-    space = load_space(space_file)
-    paths = SweepPaths(str(tmp_path / "results"), "rate")
-    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
-        summary = run_sweep(space, paths, tracking_uri=tracking_uri)
-    finally:
-        ray.shutdown()
+        "params": {"loss.kl.weight": {"type": "float", "low": 1e-5, "high": 1e-4, "log": True}}},
+        tmp_path)
     client = client_for(tracking_uri)
     parent = client.get_run(summary["mlflow"]["parent_run_id"])
     (run,) = child_runs(client, parent.info.experiment_id, parent.info.run_id)

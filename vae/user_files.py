@@ -17,8 +17,10 @@ equal keys); it has no aliases or tags.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,21 +96,30 @@ def _join(where: str, name: Any) -> str:
     return f"{where}.{name}" if where else str(name)
 
 
-def parse_yaml(text: str, source: str = "<yaml>") -> Any:
-    """``text`` as Python values, refusing duplicate keys and alias bombs (UserFileError)."""
-    loader = yaml.SafeLoader(text)
+@contextlib.contextmanager
+def _refusals(source: str, syntax_error: type[Exception], language: str) -> Iterator[None]:
+    """A parser's failures as UserFileError naming ``source``: bad syntax, a refused value (our
+    checks raise ValueError with the key in the message), nesting too deep for the parser."""
     try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        _Walk(loader).size(node, "")
-        return loader.construct_document(node)
-    except yaml.YAMLError as exc:
-        raise UserFileError(source, f"not valid YAML: {exc}") from None
+        yield
+    except syntax_error as exc:
+        raise UserFileError(source, f"not valid {language}: {exc}") from None
     except ValueError as exc:
         raise UserFileError(source, str(exc)) from None
     except RecursionError:
         raise UserFileError(source, "nested too deeply") from None
+
+
+def parse_yaml(text: str, source: str = "<yaml>") -> Any:
+    """``text`` as Python values, refusing duplicate keys and alias bombs (UserFileError)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        with _refusals(source, yaml.YAMLError, "YAML"):
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            _Walk(loader).size(node, "")
+            return loader.construct_document(node)
     finally:
         loader.dispose()
 
@@ -147,14 +158,8 @@ def parse_json(text: str, source: str = "<json>") -> Any:
     """``text`` as Python values, refusing duplicate keys and oversized text (UserFileError)."""
     if len(text) > MAX_BYTES:
         raise UserFileError(source, f"larger than {MAX_BYTES // 1024} KiB")
-    try:
+    with _refusals(source, json.JSONDecodeError, "JSON"):
         return json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
-    except json.JSONDecodeError as exc:
-        raise UserFileError(source, f"not valid JSON: {exc}") from None
-    except ValueError as exc:
-        raise UserFileError(source, str(exc)) from None
-    except RecursionError:
-        raise UserFileError(source, "nested too deeply") from None
 
 
 def load_json_file(path: str | os.PathLike[str]) -> Any:
