@@ -1,4 +1,5 @@
-"""Loudness normalisation (ITU-R BS.1770 via pyloudnorm) and the level-freedom it buys the metrics."""
+"""Loudness normalisation (ITU-R BS.1770 via pyloudnorm), its streaming measurement of files, and
+the level-freedom it buys the metrics."""
 
 import math
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from vae.loudness import integrated_loudness, loudness_gain, normalize_loudness
+from vae.loudness import StreamingLoudness, integrated_loudness, loudness_gain, normalize_loudness
 from vae.metrics import mel_distance
 
 SR = 44100
@@ -52,3 +53,41 @@ def test_a_minus_20_db_input_scores_within_2_percent_once_normalised():
     normalised_change = abs(score(0.1, True) / score(1.0, True) - 1)
     assert raw_change > 0.02, "without normalisation the metric depends on level"
     assert normalised_change < 0.02
+
+
+def blocks_of(audio: torch.Tensor, sizes: list[int]):
+    """``audio`` cut into consecutive blocks of the given sizes, cycled."""
+    start, i = 0, 0
+    while start < audio.shape[-1]:
+        yield audio[:, start:start + sizes[i % len(sizes)]]
+        start += sizes[i % len(sizes)]
+        i += 1
+
+
+def measured_in_blocks(audio: torch.Tensor, rate: int, sizes: list[int]) -> float:
+    meter = StreamingLoudness(rate)
+    for block in blocks_of(audio, sizes):
+        meter.add(block)
+    return meter.integrated()
+
+
+@pytest.mark.parametrize("rate", [SR, 48000, 16000])
+@pytest.mark.parametrize("seconds", [0.25, 0.4, 0.47, 1.234, 6.05])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_streaming_loudness_equals_pyloudnorm_on_the_whole_signal(rate, seconds, channels):
+    """Any block sizes (one sample, odd, larger than the signal); lengths below one gating block,
+    at it and between the 100 ms steps; a quiet start and a silent stretch, which the gates drop."""
+    rng = np.random.default_rng(round(seconds * 100) + channels)
+    n = round(seconds * rate)
+    audio = torch.from_numpy(0.2 * rng.standard_normal((channels, n))).float()
+    audio[:, : n // 8] *= 1e-4  # below the relative gate
+    audio[:, n // 4: n // 2] = 0.0  # below the absolute gate
+    reference = integrated_loudness(audio, rate)  # pyloudnorm on the whole clip
+    for sizes in ([65536], [1, 4097, 1000], [n + 5]):
+        assert measured_in_blocks(audio, rate, sizes) == pytest.approx(reference, abs=1e-6), sizes
+
+
+def test_streaming_loudness_of_silence_and_of_nothing():
+    assert measured_in_blocks(torch.zeros(2, 3 * SR), SR, [10000]) == float("-inf")
+    with pytest.raises(ValueError, match="empty"):
+        StreamingLoudness(SR).integrated()

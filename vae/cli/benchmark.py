@@ -3,7 +3,8 @@
 Prints, for the default config changed by KEY=VALUE overrides (as vae-train takes them), on this
 machine: a bare model forward+backward vs a full Lightning training step (goal: <= 1.15x), the
 share of the step spent in the losses (goal: <= 20%), and data-loader throughput vs what training
-consumes (goal: >= 20x). Figures, not assertions."""
+consumes (goal: >= 20x). With --memory: the peak resident memory of vae-evaluate on a 10-second
+and a 10-minute file (goal: within +300 MB of each other). Figures, not assertions."""
 
 from __future__ import annotations
 
@@ -19,10 +20,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="config overrides, e.g. model.channels=16 data.batch_size=4")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats of each figure "
                         "(default: %(default)s)")
+    parser.add_argument("--memory", action="store_true", help="instead: peak memory of "
+                        "vae-evaluate on a short and a long file")
+    parser.add_argument("--seconds", type=float, nargs="+", metavar="S",
+                        help="with --memory, other file lengths in seconds")
     args = parser.parse_args(argv)
-    from vae.training.benchmark import run_benchmark  # torch and Lightning: not for --help
+    if args.seconds and not args.memory:
+        parser.error("--seconds goes with --memory")
+    if args.seconds and min(args.seconds) <= 0:
+        parser.error(f"--seconds: expected lengths > 0, got {min(args.seconds):g}")
+    # torch and Lightning: not for --help
+    from vae.training.benchmark import run_benchmark, run_memory_benchmark
 
-    run_benchmark(args.overrides, args.repeats)
+    if args.memory:
+        run_memory_benchmark(args.overrides, args.seconds)
+    else:
+        run_benchmark(args.overrides, args.repeats)
     return 0
 
 

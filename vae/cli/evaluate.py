@@ -19,8 +19,12 @@ from typing import Any
 
 from vae.cli.common import (add_model_runtime, build_parser, exits_on_user_error, fail, run,
                             writable_problem)
-from vae.inference import DEFAULT_CHUNK_SECONDS, evaluate_files
-from vae.metrics import METRICS
+from vae.training.host_memory import unmap_large_blocks
+
+unmap_large_blocks()  # before torch is imported below: flat memory over long files
+
+from vae.inference import DEFAULT_CHUNK_SECONDS, evaluate_files  # noqa: E402
+from vae.metrics import METRICS  # noqa: E402
 
 COLUMNS = ("duration_s", *METRICS)
 

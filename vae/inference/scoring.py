@@ -16,12 +16,12 @@ from typing import Any
 import torch
 
 from vae.inference.audio_io import (AudioError, AudioSource, audio_info, find_audio_files,
-                                    read_audio, stream_audio)
+                                    source_name, stream_audio)
 from vae.inference.bundle import Bundle
 from vae.inference.loading import load_model
 from vae.inference.streaming import (DEFAULT_CHUNK_SECONDS, SampleCounter, chunk_frames_for,
                                      decode_stream, encode_stream, rechunk, take)
-from vae.loudness import integrated_loudness, loudness_gain
+from vae.loudness import StreamingLoudness, loudness_gain
 from vae.metrics import DISTORTION_NAMES, METRICS, SAMPLED_SUFFIX, active_units, distortions
 from vae.model import Posterior, kl_to_kbps
 
@@ -135,13 +135,17 @@ def score(bundle: Bundle, reconstruction: torch.Tensor, reference: torch.Tensor,
 
 def level_gain(bundle: Bundle, source: AudioSource) -> tuple[float, float | None]:
     """The gain bringing the file to ``evaluation.loudness_lufs`` and its measured loudness
-    (1 and None when normalisation is off). Loudness is integrated over the whole file, so this
-    reads it into memory once."""
+    (1 and None when normalisation is off). Loudness is integrated over the whole file in one
+    streaming pass."""
     evaluation, cfg = bundle.config.evaluation, bundle.config.model
     if evaluation.loudness_lufs is None:
         return 1.0, None
-    loudness = integrated_loudness(read_audio(source, cfg.sample_rate, cfg.audio_channels),
-                                   cfg.sample_rate)
+    meter = StreamingLoudness(cfg.sample_rate)
+    for block in stream_audio(source, cfg.sample_rate, cfg.audio_channels):
+        meter.add(block)
+    if not meter.samples:
+        raise AudioError(f"{source_name(source)}: contains no audio samples")
+    loudness = meter.integrated()
     return loudness_gain(loudness, evaluation.loudness_lufs, evaluation.loudness_floor_lufs), loudness
 
 
@@ -169,7 +173,9 @@ def _encode_for_scoring(bundle: Bundle, source: AudioSource, chunk: int, gain: f
 def evaluate_file(bundle: Bundle, source: AudioSource, chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
                   segment_samples: int | None = None) -> dict[str, Any]:
     """Metrics of one file in streaming passes (loudness; encode; then both decodings beside a
-    re-read of the input), so only the loudness measurement holds the whole file."""
+    re-read of the input): memory does not grow with the file but for its posterior, kept for
+    the sampled decoding (mean, scale and sample, latent_dim x frames each: 20 MB for ten minutes
+    with the default model)."""
     cfg, model = bundle.config.model, bundle.model
     info = audio_info(source, cfg.audio_channels)
     chunk = chunk_frames_for(model, chunk_seconds)

@@ -8,6 +8,9 @@ Prints, for the given config (default: the default config) on this machine, in o
   activations, weight norm, and minor page faults per step;
 - a full Lightning training step vs the bare model (goal: <= 1.15x) and the losses' share;
 - data-loader throughput vs what training consumes (goal: >= 20x).
+With ``--memory`` instead: the peak resident memory of ``vae-evaluate`` (each run in a process of
+its own) on a 10-second and a 10-minute file, for an untrained model of the config (goal: the
+long file within +300 MB of the short one, as evaluation streams files).
 Figures, not assertions: a benchmark, not a test."""
 
 from __future__ import annotations
@@ -15,12 +18,16 @@ from __future__ import annotations
 import os
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
+import soundfile as sf
 import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
@@ -31,11 +38,15 @@ from vae.data.datamodule import (
     build_datamodule,
     measure_loader_throughput,
 )
+from vae.inference import save_bundle
+from vae.model import AudioVAE
 from vae.training.host_memory import retain_freed_memory
 from vae.training.module import AudioVAEModule
 from vae.training.train import build_trainer
 
 DEFAULT_REPEATS = 5
+MEMORY_SECONDS = (10.0, 600.0)  # the file lengths evaluated by --memory
+MEMORY_GOAL_MB = 300  # the long file's peak over the short one's
 MATMUL_SIZE = 2048
 # Profiler op names, grouped as the figures report them.
 CONV_FORWARD_OPS = ("aten::mkldnn_convolution", "aten::slow_conv_dilated2d", "aten::thnn_conv2d",
@@ -198,3 +209,48 @@ def run_benchmark(overrides: list[str], repeats: int = DEFAULT_REPEATS) -> None:
     print(f"losses forward+backward      {losses_s * 1000:9.1f} ms   share of step {losses_s / step_s:.1%} (goal <= 20%)")
     print(f"data loader                  {loader_chunks_per_s:9.1f} chunks/s vs training consumes "
           f"{consumed_chunks_per_s:.2f} chunks/s: {loader_chunks_per_s / consumed_chunks_per_s:.0f}x (goal >= 20x)")
+
+
+def write_test_audio(path: Path, seconds: float, sample_rate: int, channels: int,
+                     block_seconds: float = 10.0) -> Path:
+    """A tone per channel plus a little noise, written block by block (16-bit WAV)."""
+    rng = np.random.default_rng(0)
+    total, block = round(seconds * sample_rate), round(block_seconds * sample_rate)
+    with sf.SoundFile(str(path), "w", sample_rate, channels, subtype="PCM_16") as f:
+        for start in range(0, total, block):
+            t = np.arange(start, min(total, start + block))[:, None] / sample_rate
+            tones = 0.3 * np.sin(2 * np.pi * 440.0 * (1 + 0.5 * np.arange(channels)) * t)
+            f.write(tones + 0.01 * rng.standard_normal(tones.shape))
+    return path
+
+
+def peak_rss_mb(command: list[str]) -> tuple[float, float]:
+    """Peak resident memory (MB) and CPU time (user + system, s) of ``command`` run in a child
+    process; its standard output is dropped. Raises CalledProcessError if it fails."""
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage, not all children's
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        raise subprocess.CalledProcessError(child.returncode, command)
+    return usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime  # Linux reports kB
+
+
+def run_memory_benchmark(overrides: list[str], seconds: Sequence[float] | None = None) -> None:
+    """Prints the peak resident memory of ``vae-evaluate`` on files of each length in ``seconds``
+    (default: MEMORY_SECONDS) for an untrained model of ``overrides`` of the default config."""
+    config = load_config(overrides=overrides)
+    rate, channels = config.model.sample_rate, config.model.audio_channels
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory(prefix="vae-memory-") as folder:
+        bundle = save_bundle(AudioVAE(config.model).eval(), config, Path(folder) / "bundle")
+        print(f"vae-evaluate of an untrained model ({config.model.channels} channels, latent "
+              f"{config.model.latent_dim}), {channels} channel(s) at {rate} Hz; load average "
+              f"{os.getloadavg()[0]:.2f}")
+        peaks = []
+        for length in sorted(seconds or MEMORY_SECONDS):
+            audio = write_test_audio(Path(folder) / f"{length:g}s.wav", length, rate, channels)
+            peak, cpu = peak_rss_mb([sys.executable, "-m", "vae.cli.evaluate", "--model",
+                                     str(bundle), str(audio)])
+            peaks.append(peak)
+            print(f"{length:8g} s file: peak RSS {peak:8.1f} MB, {cpu:.1f} s of CPU")
+    print(f"longest vs shortest: {peaks[-1] - peaks[0]:+.1f} MB (goal <= +{MEMORY_GOAL_MB} MB)")
