@@ -33,9 +33,6 @@ TRIAL_TAG = "ray.trial_id"
 PARENT_TAG = "mlflow.parentRunId"
 ORPHAN_TAG = "sweep.orphaned"
 STATUS_FOR_OUTCOME = {"completed": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
-# A child run's best objective so far (its best report's, beside best/step and best/val/<metric>);
-# the parent's: the sweep's, beside its best trial's best/ metrics.
-BEST_METRIC = BEST_OBJECTIVE_METRIC
 BEST_TRIAL_TAG, BEST_RUN_TAG = "best.trial_id", "best.mlflow_run_id"
 COUNT_METRIC = "trials/{}"  # the parent run's count of trials per outcome
 NOTE_TAG = "mlflow.note.content"  # the run's description, shown on its page in the UI
@@ -111,7 +108,7 @@ def log_sweep_best(client: MlflowClient, experiment_id: str, parent_run_id: str,
     """The sweep's best on its parent run: the metric, which trial and child run reached it, and
     that run's best report (its best/ metrics) and objective formula, so the parent's row in the
     runs table reads as its best trial's."""
-    client.log_metric(parent_run_id, BEST_METRIC, value)
+    client.log_metric(parent_run_id, BEST_OBJECTIVE_METRIC, value)
     client.set_tag(parent_run_id, BEST_TRIAL_TAG, trial_id)
     run_id = find_child_run(client, experiment_id, parent_run_id, trial_id)
     if run_id:
@@ -120,7 +117,7 @@ def log_sweep_best(client: MlflowClient, experiment_id: str, parent_run_id: str,
         now = int(time.time() * 1000)
         client.log_batch(parent_run_id, metrics=[
             Metric(key, metric_value, now, 0) for key, metric_value in best.metrics.items()
-            if key.startswith(BEST_PREFIX) and key != BEST_METRIC],
+            if key.startswith(BEST_PREFIX) and key != BEST_OBJECTIVE_METRIC],
             tags=[RunTag(OBJECTIVE_FORMULA_TAG, best.tags[OBJECTIVE_FORMULA_TAG])]
             if OBJECTIVE_FORMULA_TAG in best.tags else [])
 

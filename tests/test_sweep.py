@@ -28,11 +28,11 @@ from sweeps.records import read_results, read_running_best, sweep_trials
 from sweeps.report import IMPORTANCE_MIN_TRIALS, build_report
 from sweeps.space import load_space
 from sweeps.search import MLFLOW_RUN_ATTR, RAY_TRIAL_ATTR
-from sweeps.tracking import (BEST_METRIC, BEST_RUN_TAG, BEST_TRIAL_TAG, COUNT_METRIC, NOTE_TAG,
+from sweeps.tracking import (BEST_RUN_TAG, BEST_TRIAL_TAG, COUNT_METRIC, NOTE_TAG,
                              OUTCOME_TAG, TRIAL_TAG, child_runs, client_for)
 from tests.conftest import MICRO
 from vae.inference import load_bundle
-from vae.training.mlflow import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
+from vae.training.mlflow import BEST_OBJECTIVE_METRIC, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
 
 pytestmark = pytest.mark.slow
 
@@ -221,7 +221,8 @@ def test_one_value_per_trial_in_ray_optuna_mlflow_the_report_and_the_app(sweep, 
         if ray_id in reports:
             assert trial.user_attrs[MLFLOW_RUN_ATTR] == runs[ray_id].info.run_id
     assert optuna_values == expected
-    mlflow_values = {t: r.data.metrics[BEST_METRIC] for t, r in runs.items() if BEST_METRIC in r.data.metrics}
+    mlflow_values = {t: r.data.metrics[BEST_OBJECTIVE_METRIC] for t, r in runs.items()
+                     if BEST_OBJECTIVE_METRIC in r.data.metrics}
     assert mlflow_values == expected
     summary = build_report(sweep["paths"], tmp_path)
     table = pd.read_csv(tmp_path / "trials.csv", dtype={"trial_id": str})
@@ -238,7 +239,7 @@ def test_one_value_per_trial_in_ray_optuna_mlflow_the_report_and_the_app(sweep, 
         [runs[t.trial_id].data.tags[OUTCOME_TAG] for t in trials]
     assert {"completed", "pruned", "failed"} == set(table.outcome)
     parent = sweep["client"].get_run(sweep["summary"]["mlflow"]["parent_run_id"])
-    assert parent.data.metrics[BEST_METRIC] == min(expected.values())
+    assert parent.data.metrics[BEST_OBJECTIVE_METRIC] == min(expected.values())
     assert parent.data.tags[BEST_TRIAL_TAG] == trials[0].trial_id
     assert parent.data.tags[BEST_RUN_TAG] == runs[trials[0].trial_id].info.run_id
 
@@ -322,7 +323,7 @@ def test_each_child_run_carries_its_best_report_as_the_report_has_it(sweep, tmp_
     for row in rows:
         metrics = runs[row["trial_id"]].data.metrics
         expected = {best_metric(m.key): row[m.key] for m in METRICS.values() if pd.notna(row[m.key])}
-        expected |= {BEST_METRIC: row[BEST_OBJECTIVE], BEST_STEP_METRIC: row[BEST_STEP]}
+        expected |= {BEST_OBJECTIVE_METRIC: row[BEST_OBJECTIVE], BEST_STEP_METRIC: row[BEST_STEP]}
         assert {key: metrics.get(key) for key in expected} == pytest.approx(expected), row["trial_id"]
     assert {r.data.tags[OBJECTIVE_FORMULA_TAG] for r in sweep["runs"]} == {SPACE["objective"]["metric"]}
     # the trial this sweep is built for: its last report is not its best
@@ -365,7 +366,7 @@ def test_the_printed_link_opens_a_view_of_columns_the_runs_have(sweep):
     assert route == f"/experiments/{experiment_id}/runs"
     tag = SAVED_VIEW_TAG + parse_qs(query)[VIEW_QUERY][0]
     state = json.loads(json.loads(sweep["client"].get_experiment(experiment_id).tags[tag])["state"])
-    assert state["orderByKey"] == f"metrics.`{BEST_METRIC}`"
+    assert state["orderByKey"] == f"metrics.`{BEST_OBJECTIVE_METRIC}`"
     assert state["orderByAsc"] is (SPACE["objective"]["mode"] == "min")
     reported = [r for r in sweep["runs"] if r.data.tags[TRIAL_TAG] in reports_by_trial(sweep)]
     for column in state["selectedColumns"]:
