@@ -17,7 +17,7 @@ from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, CHECKPOINT_FILE, OBJECTIVE
                            SweepPaths, add_storage_argument, load_state, objective_mode, ranked,
                            trial_value)
 from vae.cli import common
-from vae.metrics import VALIDATION_PREFIX
+from vae.metric_table import VALIDATION_PREFIX
 
 CHAMPION_ALIAS = "champion"
 STATE_KEYS = ("tracking_uri", "experiment_id", "parent_run_id")

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from vae.metrics import rank_key
+from vae.metric_table import rank_key
 
 STORAGE_ENV = "SWEEP_STORAGE"
 STATE_DIR_ENV = "SWEEP_STATE_DIR"

@@ -25,7 +25,7 @@ from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, OBJECTIVE, OUTCOMES, STATE
                            SweepPaths, ranked, trial_outcome, trial_value)
 from sweeps.trial import rate_penalty_words
 from vae.cli.common import runnable
-from vae.metrics import METRICS
+from vae.metric_table import METRICS
 from vae.training.mlflow import runs_page
 
 SAMPLERS = {"tpe": "TPE", "gp": "Gaussian process", "nsga2": "NSGA-II", "random": "random"}

@@ -13,7 +13,7 @@ from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, CHECKPOINT_DIR_GLOB, CHECK
                            ERROR_FILES, OBJECTIVE, OUTCOMES, PARAMS_FILE, RESULT_FILE,
                            RUNNING_BEST_FILE, TRIAL_DIR_PREFIX, SweepPaths, load_state,
                            local_storage, objective_mode, ranked, trial_id_of, trial_value)
-from vae.metrics import VALIDATION_PREFIX
+from vae.metric_table import VALIDATION_PREFIX
 
 @dataclass
 class TrialRecord:

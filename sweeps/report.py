@@ -26,7 +26,7 @@ from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, OBJECTIVE, OUTCOMES, Layou
                            trial_value)
 from sweeps.records import best_result
 from vae.cli import common
-from vae.metrics import METRICS as METRIC_TABLE
+from vae.metric_table import METRICS as METRIC_TABLE
 
 # The report's metric columns (at each trial's best report): the objective, then the table's.
 METRICS = [OBJECTIVE, *(metric.key for metric in METRIC_TABLE.values())]

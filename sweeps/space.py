@@ -19,7 +19,7 @@ from sweeps.layout import LayoutError, check_name
 from sweeps.space_rules import condition_problems, point_problems
 from vae.config import ConfigError, VAEConfig, load_config
 from vae.config_fields import field_spec
-from vae.metrics import METRICS
+from vae.metric_table import METRICS
 from vae.user_files import UserFileError, parse_yaml, read_user_text
 
 # Weight-independent validation metrics (the one metric table) and the direction that is better.

@@ -7,7 +7,10 @@ measured rate (``rate_budget.max_kbps``, with the space's penalty), so their pic
 with the default at equal or lower kbps. Each arm's pick is its best trial by the space's
 objective (best report, as the sweep ranks), exported as a bundle; OUT/study.md holds the table
 (compute, the pick's mean and sampled mel distance, kbps, ratio to the default) and
-OUT/rate_distortion.png every trial of every arm."""
+OUT/rate_distortion.png every trial of every arm.
+
+``--arms points`` instead trains each of the space's starting points once, nothing searched or
+stopped: a comparison of fixed recipes (OUT/points.md: distortions, SI-SDR and rate of each)."""
 
 from __future__ import annotations
 
@@ -22,18 +25,22 @@ from typing import TYPE_CHECKING, Any, get_args
 from sweeps.layout import SweepPaths
 from sweeps.records import TrialRecord, sweep_trials
 from vae.cli import common
-from vae.metrics import METRICS
+from vae.metric_table import METRICS
 
 if TYPE_CHECKING:
     from sweeps.space import SearchSpace
 
 MEAN, SAMPLED, RATE = (METRICS[n].key for n in ("mel_distance", "mel_distance_sampled", "kl_kbps"))
+WAVEFORM = tuple(METRICS[n].key for n in ("si_sdr", "si_sdr_sampled"))
 # What each arm changes in the search space; every arm keeps the space's steps and data.
 ARMS: dict[str, dict[str, Any]] = {
     "default": {"num_samples": 1, "scheduler": {"type": "none"}},
     "random": {"searcher": {"sampler": "random", "seed": 0}},
     "tpe": {},
+    # every starting point once (num_samples = their count): fixed recipes side by side
+    "points": {"scheduler": {"type": "none"}, "searcher": {"sampler": "random", "seed": 0}},
 }
+SEARCH_ARMS = ("default", "random", "tpe")
 
 
 def arm_overrides(raw: dict[str, Any], arm: str, corpus: Path, trials: int | None,
@@ -43,7 +50,9 @@ def arm_overrides(raw: dict[str, Any], arm: str, corpus: Path, trials: int | Non
     base = dict(raw.get("base") or {})
     base["overrides"] = {**(base.get("overrides") or {}), "data.root": str(corpus.resolve())}
     overrides: dict[str, Any] = {"name": f"{raw['name']}-{arm}", "base": base}
-    if trials is not None:
+    if arm == "points":
+        overrides["num_samples"] = len(raw.get("points_to_evaluate") or [])
+    elif trials is not None:
         overrides["num_samples"] = trials
     if max_kbps is not None:
         overrides["rate_budget"] = {**(raw.get("rate_budget") or {}), "max_kbps": max_kbps}
@@ -88,6 +97,31 @@ def write_table(rows: list[dict[str, Any]], out: Path) -> str:
     return text
 
 
+def write_points_table(trials: list[TrialRecord], raw: dict[str, Any], out: Path) -> str:
+    """One row per starting point, in the space's order (each matched to the trial that ran its
+    values: concurrent trials may be proposed in any order): what it sets beyond the first point,
+    its distortions (mel and SI-SDR, mean and sampled decoding) and rate at its best report."""
+    from tabulate import tabulate
+
+    points = raw.get("points_to_evaluate") or []
+    first = points[0] if points else {}
+    ran = [next((t for t in trials if t.config == point), None) for point in points]
+    baseline = ran[0].metrics.get(SAMPLED) if ran and ran[0] else None
+    table = []
+    for number, (point, trial) in enumerate(zip(points, ran), start=1):
+        sets = ", ".join(f"{k}={v}" for k, v in point.items() if first.get(k) != v)
+        metrics = trial.metrics if trial else {}
+        sampled = metrics.get(SAMPLED)
+        table.append([number, sets or "(the first point)", trial.steps_trained if trial else None,
+                      metrics.get(MEAN), sampled, *(metrics.get(k) for k in WAVEFORM),
+                      metrics.get(RATE),
+                      sampled / baseline if sampled is not None and baseline else None])
+    text = tabulate(table, headers=["point", "sets", "steps", MEAN, SAMPLED, *WAVEFORM, RATE,
+                                    "sampled vs point 1"], floatfmt=".3f", tablefmt="github")
+    (out / "points.md").write_text(text + "\n")
+    return text
+
+
 def plot(arms: dict[str, list[TrialRecord]], out: Path) -> None:
     import matplotlib
 
@@ -95,7 +129,7 @@ def plot(arms: dict[str, list[TrialRecord]], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (arm, trials), marker in zip(arms.items(), "os^"):
+    for (arm, trials), marker in zip(arms.items(), "os^D"):
         points = [(t.metrics.get(RATE), t.metrics.get(SAMPLED)) for t in trials
                   if t.metrics.get(RATE) is not None and t.metrics.get(SAMPLED) is not None]
         if points:
@@ -119,7 +153,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", required=True, help="folder of audio (sweep-corpus builds one)")
     common.add_out(p, "folder for the arms' sweeps, bundles, table and plot")
     p.add_argument("--trials", type=int, help="trials of the random and TPE arms (default: the space's)")
-    p.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+    p.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(SEARCH_ARMS),
+                   help="default: %(default)s; 'points' trains each starting point once")
     common.add_tracking_uri(p)
     return p
 
@@ -216,6 +251,8 @@ def run_study(args: argparse.Namespace, raw: dict[str, Any], space_path: Path, c
             ray.shutdown()
     if "default" in arms:
         print(write_table(rows, out))
+    if "points" in arms:
+        print(write_points_table(arms["points"], raw, out))
     plot(arms, out)
     print(f"study in {out}: study.md, study.json, rate_distortion.png, bundles/")
     print(mlflow_lines(tracking_uri, state))

@@ -29,7 +29,7 @@ from sweeps.records import read_running_best
 from sweeps.space import decode_sampled
 from sweeps.tracking import client_for, open_child_run
 from vae.config import VAEConfig
-from vae.metrics import METRIC_BY_KEY, METRICS, VALIDATION_PREFIX
+from vae.metric_table import METRIC_BY_KEY, METRICS, VALIDATION_PREFIX
 from vae.training.mlflow import (BEST_OBJECTIVE_METRIC, BEST_STEP_METRIC, OBJECTIVE_FORMULA_TAG,
                                  OBJECTIVE_METRIC, GuardedClient, TrackingGuard, best_metric,
                                  quiet_store_errors)

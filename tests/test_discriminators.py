@@ -12,11 +12,12 @@ import torch
 
 from vae.config import AdversarialConfig
 from vae.discriminators.base import complex_spectrogram, grouped_conv_groups
-from vae.discriminators.mpd import MPDConfig, MultiPeriodDiscriminator
-from vae.discriminators.msd import MSDConfig, MultiScaleDiscriminator
-from vae.discriminators.msstft import MSSTFTConfig, MultiScaleSTFTDiscriminator
-from vae.discriminators.multiband import MultiBandDiscriminator, MultibandConfig, band_bin_ranges
+from vae.discriminators.mpd import MultiPeriodDiscriminator
+from vae.discriminators.msd import MultiScaleDiscriminator
+from vae.discriminators.msstft import MultiScaleSTFTDiscriminator
+from vae.discriminators.multiband import MultiBandDiscriminator, band_bin_ranges
 from vae.discriminators.registry import DISCRIMINATORS, build_discriminator
+from vae.discriminators.settings import MPDConfig, MSDConfig, MSSTFTConfig, MultibandConfig
 from vae.losses.adversarial import build_discriminators
 
 DISCRIMINATOR_NAMES = tuple(DISCRIMINATORS)

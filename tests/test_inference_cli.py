@@ -21,9 +21,10 @@ from vae.cli import decode as decode_cli
 from vae.cli import encode as encode_cli
 from vae.cli import evaluate as evaluate_cli
 from vae.inference import (BundleError, LatentFileError, Latents, SegmentScorer, load_bundle,
-                           load_model, read_audio)
+                           load_model, model_facts, read_audio)
 from vae.loudness import normalize_loudness
-from vae.metrics import METRICS, audible_si_sdr, mel_distance, stft_distance
+from vae.metric_table import METRICS
+from vae.metrics import audible_si_sdr, mel_distance, stft_distance
 from vae.model import kl_to_kbps
 
 
@@ -98,6 +99,27 @@ def test_decode_refuses_latents_of_another_model(bundle_dir, tmp_path, capsys):
     assert "junk.npz: not a latent file" in capsys.readouterr().err
     with pytest.raises(LatentFileError):
         Latents.load(tmp_path / "missing.npz")
+
+
+def test_encode_and_decode_say_latency_and_receptive_field(bundle_dir, tmp_path, capsys):
+    """On stderr for the model loaded (--help says so); a non-causal model's latency is its
+    convolutions' lookahead, far more than a hop."""
+    for cli in (encode_cli, decode_cli):
+        with pytest.raises(SystemExit):
+            cli.main(["--help"])
+        assert "latency and receptive field are printed" in " ".join(capsys.readouterr().out.split())
+    source = tmp_path / "a.wav"
+    sf.write(source, tone(0.3, SR, 2), SR)
+    assert encode_cli.main([str(source), "--model", str(bundle_dir), "-o", str(tmp_path / "a.npz")]) == 0
+    assert decode_cli.main([str(tmp_path / "a.npz"), "-o", str(tmp_path / "a.wav")]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines()
+             if line.startswith(f"model {bundle_dir}") and "receptive field" in line]
+    assert len(lines) == 2, lines
+    facts = model_facts(load_bundle(bundle_dir).model)
+    assert facts["latency_samples"] > load_bundle(bundle_dir).model.hop_length
+    assert f"not causal, 0 LSTM layers, latency {facts['latency_ms']:.2f} ms " \
+           f"({facts['latency_samples']} samples), receptive field " \
+           f"{facts['receptive_field_samples']} samples" in lines[0]
 
 
 # ---- evaluate -------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from vae.config import LossConfig
-from vae.losses import ReconstructionLoss, weighted_sum
+from vae.losses import ENCODER_TERMS, ReconstructionLoss, weighted_sum
 from vae.losses.spectral import (MultiResolutionSTFTLoss, MultiScaleMelLoss, StereoSpectrograms,
                                  waveform_l1)
 from vae.losses.stereo import stereo_weighted
@@ -112,6 +112,28 @@ def test_kl_weight_changes_the_total_and_zero_weight_terms_are_skipped():
     cfg.waveform.weight = 0.0
     _, values = _total(cfg)
     assert "waveform" not in values and {"stft", "mel", "kl"} <= set(values)
+
+
+def test_kl_term_is_the_free_bits_floor_of_each_channels_mean_kl():
+    cfg = small_losses()
+    cfg.kl.free_bits = 0.3
+    posterior = Posterior(torch.tensor([[[0.0, 0.0]], [[2.0, 2.0]]]).repeat(1, 2, 1),
+                          torch.ones(2, 2, 2))
+    posterior.mean[:, 1] = 0.0  # channel 0: mean KL 1 nat per frame; channel 1: 0, floored
+    prediction, target = signals()
+    values = ReconstructionLoss(cfg, SR)(prediction, target, posterior, 1e-2)
+    assert float(values["kl"]) == pytest.approx(1.0 + 0.3)
+
+
+def test_only_encoder_terms_are_free_of_the_reconstruction():
+    """The balancer takes every other term's gradient at the reconstruction."""
+    prediction, target = signals()
+    prediction.requires_grad_(True)
+    posterior = Posterior(torch.randn(2, 4, 16, requires_grad=True), torch.rand(2, 4, 16) + 0.2)
+    values = ReconstructionLoss(small_losses(), SR)(prediction, target, posterior, 1e-2)
+    for name, value in values.items():
+        (gradient,) = torch.autograd.grad(value, prediction, allow_unused=True, retain_graph=True)
+        assert (gradient is None) == (name in ENCODER_TERMS), name
 
 
 def test_weighted_sum_refuses_unweighted_terms():

@@ -7,16 +7,14 @@ import pytest
 import torch
 
 from vae.dsp import mel_filterbank
+from vae.metric_table import METRIC_BY_KEY, METRICS, rank_key
 from vae.metrics import (
     CLAMP_EPS,
     audible_si_sdr,
     MEL_BANDS,
     MEL_WINDOWS,
-    METRIC_BY_KEY,
-    METRICS,
     STFT_WINDOWS,
     mel_distance,
-    rank_key,
     stft_distance,
 )
 

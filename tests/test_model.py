@@ -88,3 +88,37 @@ def test_in_place_activations_keep_outputs_and_gradients(activation):
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-6, atol=1e-7)
     for name, grad in results[0][1].items():
         torch.testing.assert_close(grad, results[1][1][name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def default_model_keys() -> set[str]:
+    """Every parameter name of the default model, spelt out (not derived from the model), so a
+    rename that old checkpoints could not load strictly fails here."""
+    convs = ["encoder.net.0", "encoder.net.6", "decoder.net.0", "decoder.net.6"]
+    for block in range(1, 5):
+        convs.append(f"encoder.net.{block}.4")  # the strided conv after 3 units and an activation
+        convs.append(f"decoder.net.{block}.1")  # the transposed conv after an activation
+        for unit in range(3):
+            convs += [f"encoder.net.{block}.{unit}.block.{i}" for i in (1, 3)]
+            convs += [f"decoder.net.{block}.{unit + 2}.block.{i}" for i in (1, 3)]
+    names = ("bias", "parametrizations.weight.original0", "parametrizations.weight.original1")
+    return {f"{conv}.{name}" for conv in convs for name in names}
+
+
+def test_default_model_parameter_names_are_unchanged():
+    keys = set(AudioVAE(ModelConfig()).state_dict())
+    assert len(keys) == 180 and keys == default_model_keys()
+    # lstm_layers: 0 and causal: false are the default: spelling them out changes nothing
+    AudioVAE(ModelConfig(lstm_layers=0, causal=False)).load_state_dict(
+        AudioVAE(ModelConfig()).state_dict(), strict=True)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_lstm_layers_add_an_lstm_at_the_latent_rate(causal):
+    base = AudioVAE(tiny(causal=causal))
+    model = AudioVAE(tiny(causal=causal, lstm_layers=2))
+    lstms = [m for m in model.modules() if isinstance(m, torch.nn.LSTM)]
+    assert [(m.input_size, m.num_layers) for m in lstms] == [(8, 2), (8, 2)]  # widest: 4 × 2
+    extra = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in base.parameters())
+    assert extra == sum(p.numel() for m in lstms for p in m.parameters())
+    out = model(torch.randn(2, 2, 803))
+    assert out.reconstruction.shape == (2, 2, 803) and out.posterior.mean.shape == (2, 3, 101)

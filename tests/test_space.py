@@ -64,6 +64,12 @@ MALFORMED = [
      "params.loss.kl.free_bits.step: must be positive"),
     ("bound outside the schema", with_changes(**{"params/loss.kl.free_bits": {"type": "float", "low": -1, "high": 1}}),
      "params.loss.kl.free_bits.low: -1.0 is outside what the config accepts"),
+    ("more LSTM layers than the schema allows", with_changes(**{"params/model.lstm_layers": {"type": "int", "low": 0, "high": 9}}),
+     "params.model.lstm_layers.high: 9 is outside what the config accepts"),
+    ("balancer EMA decay of 1", with_changes(**{"params/loss.balancer.ema_decay": {"type": "float", "low": 0.9, "high": 1.0}}),
+     "params.loss.balancer.ema_decay.high: 1.0 is outside what the config accepts"),
+    ("causal as a range", with_changes(**{"params/model.causal": {"type": "int", "low": 0, "high": 1}}),
+     "params.model.causal: a int range on a bool config key"),
     ("float range on an int key", with_changes(**{"params/trainer.seed": {"type": "float", "low": 0, "high": 1}}),
      "params.trainer.seed: a float range on a int config key"),
     ("range on a bool key", with_changes(**{"params/model.weight_norm": {"type": "int", "low": 0, "high": 1}}),
@@ -289,6 +295,6 @@ def test_a_kind_that_forgets_a_method_cannot_be_used():
 
 def test_objective_metrics_are_the_metric_table():
     from sweeps.space import OBJECTIVE_METRICS
-    from vae.metrics import METRICS
+    from vae.metric_table import METRICS
 
     assert OBJECTIVE_METRICS == {m.key: m.direction for m in METRICS.values()}

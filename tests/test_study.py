@@ -46,7 +46,26 @@ def test_arm_overrides_keep_steps_and_data_and_change_only_the_search():
     budgeted = arm_overrides({**raw, "rate_budget": {"max_kbps": 9.0, "penalty_per_kbps": 0.5}},
                              "tpe", Path("/music"), 5, max_kbps=4.2)
     assert budgeted["rate_budget"] == {"max_kbps": 4.2, "penalty_per_kbps": 0.5}
-    assert set(ARMS) == {"default", "random", "tpe"}
+    assert set(ARMS) == {"default", "random", "tpe", "points"}
+    points = arm_overrides({**raw, "points_to_evaluate": [{"optim.lr": 3e-4}, {"optim.lr": 1e-3}]},
+                           "points", Path("/music"), 5)
+    assert points["num_samples"] == 2  # every point once, whatever --trials says
+    assert points["scheduler"]["type"] == "none" and points["searcher"]["sampler"] == "random"
+
+
+@pytest.mark.slow
+def test_points_arm_trains_each_starting_point_once_and_tables_them(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", {"train": 1.0, "valid": 1.0})
+    space = tmp_path / "space.yaml"
+    points = [{"optim.lr": 3e-4}, {"optim.lr": 2e-3}, {"optim.lr": 5e-3}]
+    space.write_text(yaml.safe_dump({**SPACE, "points_to_evaluate": points}))
+    out = tmp_path / "study"
+    assert study_main([str(space), "--corpus", str(corpus), "-o", str(out), "--arms", "points"]) == 0
+    rows = [line for line in (out / "points.md").read_text().splitlines()[2:]]
+    assert [row.split("|")[2].strip() for row in rows] == \
+        ["(the first point)", "optim.lr=0.002", "optim.lr=0.005"]
+    assert all(row.split("|")[3].strip() == "4" for row in rows)  # trained to max_steps, unstopped
+    assert "val/si_sdr_sampled" in (out / "points.md").read_text()
 
 
 @pytest.mark.slow

@@ -312,7 +312,7 @@ def test_the_next_commands_run_as_printed_from_another_folder(sweep, tmp_path, m
 def test_each_child_run_carries_its_best_report_as_the_report_has_it(sweep, tmp_path):
     """The run's best/ metrics are the report's trials.csv row (the best report's), an
     ASHA-stopped trial's too; its val/ curves still end at the last report."""
-    from vae.metrics import METRICS
+    from vae.metric_table import METRICS
     from vae.training.mlflow import BEST_STEP_METRIC, OBJECTIVE_FORMULA_TAG, best_metric
 
     build_report(sweep["paths"], tmp_path)

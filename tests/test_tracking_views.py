@@ -13,7 +13,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from vae.metrics import METRICS
+from vae.metric_table import METRICS
 from vae.training.mlflow import (BEST_OBJECTIVE_METRIC, BEST_STEP_METRIC, OBJECTIVE_FORMULA_TAG,
                                  OUTCOME_TAG, SAVED_VIEW_TAG, SWEEP_TAG, VIEW_QUERY, best_metric,
                                  ensure_experiment, runs_page)

@@ -20,7 +20,7 @@ from sweeps.tracking import TRIAL_TAG, child_runs, client_for
 from sweeps.trial import BEST_REPORT, TrialContext, TuneReportCallback, best_report, objective_formula
 from tests.conftest import MICRO
 from tests.test_sweep import run_space
-from vae.metrics import METRICS
+from vae.metric_table import METRICS
 from vae.training.mlflow import (BEST_OBJECTIVE_METRIC, BEST_STEP_METRIC, OBJECTIVE_FORMULA_TAG,
                                  OBJECTIVE_METRIC, best_metric, ensure_experiment)
 

@@ -4,10 +4,11 @@ YAML files and dotted ``key=value`` overrides are merged by OmegaConf; the resul
 pydantic, so an unknown key, a wrong type or an out-of-range value is an error naming the key.
 Search spaces in ``sweeps/`` name the dotted paths of this schema (``loss.kl.weight``).
 
-Sections that belong to one registered implementation sit beside its class: each discriminator's
-(``adversarial.<name>``) and each data source's (``data.<name>``), mounted here from the two
-registries, which are also the only lists of accepted names. So importing this module imports
-torch (through the discriminators); field introspection for search spaces is in config_fields.py.
+Sections that belong to one registered implementation, each discriminator's
+(``adversarial.<name>``) and each data source's (``data.<name>``), are mounted here from the two
+registries, which are also the only lists of accepted names. The registries name their classes
+lazily and the sections sit in torch-free modules, so importing this module imports no torch,
+numpy or audio library; field introspection for search spaces is in config_fields.py.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
-from vae.config_base import Beta, ConfigError, FFTSize, PositiveInt, Section
+from vae.config_base import Beta, ConfigError, FFTSize, LazyClass, PositiveInt, Section
 from vae.config_fields import flatten, format_validation_error
 from vae.data.registry import DATA_SOURCES
 from vae.data.settings import DataSettings
@@ -32,16 +33,16 @@ from vae.user_files import UserFileError, load_yaml_file
 GanLossType = Literal["hinge", "least_squares"]
 
 
-def _mounted_sections(registry: Mapping[str, type], base: type[BaseModel]) -> dict[str, Any]:
-    """One field per registered class that has a ``config_section``: ``name -> (section, default)``."""
+def _mounted_sections(registry: Mapping[str, LazyClass], base: type[BaseModel]) -> dict[str, Any]:
+    """One field per registry entry that has a ``config_section``: ``name -> (section, default)``."""
     clashes = sorted(set(registry) & set(base.model_fields))
     if clashes:
         raise TypeError(f"registered names {clashes} clash with keys of {base.__name__}")
-    return {name: (cls.config_section, Field(default_factory=cls.config_section))
-            for name, cls in registry.items() if cls.config_section is not None}
+    return {name: (entry.config_section, Field(default_factory=entry.config_section))
+            for name, entry in registry.items() if entry.config_section is not None}
 
 
-def _one_of(registry: Mapping[str, type]) -> Any:
+def _one_of(registry: Mapping[str, LazyClass]) -> Any:
     """``Literal[<registered names>]``: pydantic's error then lists the known names."""
     return Literal[tuple(registry)]  # type: ignore[valid-type]
 
@@ -64,6 +65,10 @@ class ModelConfig(Section):
     activation: Literal["elu", "snake"] = "elu"
     weight_norm: bool = True
     min_std: float = Field(1e-4, gt=0, description="floor added to the posterior scale")
+    lstm_layers: int = Field(0, ge=0, le=4, description="LSTM layers over time at the encoder's "
+                             "output and the decoder's input, added to their input (EnCodec: 2)")
+    causal: bool = Field(False, description="pad every convolution on the left only: output "
+                         "sample t depends on input samples <= t, so audio can be streamed")
 
     @model_validator(mode="after")
     def _blocks_match(self) -> ModelConfig:
@@ -122,12 +127,24 @@ class KLConfig(Section):
     free_bits: float = Field(0.0, ge=0, description="per-channel floor in nats per frame")
 
 
+class BalancerConfig(Section):
+    """EnCodec's loss balancer: each loss on the decoder's output gets the share weight / sum of
+    weights of the gradient at the reconstruction, whatever its own scale."""
+
+    enabled: bool = False
+    total_norm: float = Field(1.0, gt=0, description="norm of the balanced gradient at the "
+                              "reconstruction (per batch item)")
+    ema_decay: float = Field(0.999, ge=0, lt=1, description="decay of each loss's gradient-norm EMA")
+    epsilon: float = Field(1e-12, gt=0, description="keeps the normalisation finite")
+
+
 class LossConfig(Section):
     waveform: WaveformLossConfig = Field(default_factory=WaveformLossConfig)
     stft: STFTLossConfig = Field(default_factory=STFTLossConfig)
     mel: MelLossConfig = Field(default_factory=MelLossConfig)
     stereo: StereoLossConfig = Field(default_factory=StereoLossConfig)
     kl: KLConfig = Field(default_factory=KLConfig)
+    balancer: BalancerConfig = Field(default_factory=BalancerConfig)
 
 
 class _AdversarialSettings(Section):

@@ -1,85 +1,23 @@
-"""Weight-independent evaluation metrics: the numbers a sweep ranks trials by.
+"""The weight-independent evaluation metrics' tensor code: the numbers a sweep ranks trials by.
 
 Their definitions never depend on a searched hyperparameter, so trials with different loss weights
-are comparable. ``mel_distance`` follows the definition descript-audio-codec reports."""
+are comparable. The table naming them (direction, definition, ranking rule) is
+``vae/metric_table.py``, which needs no torch. ``mel_distance`` follows the definition
+descript-audio-codec reports."""
 
 from __future__ import annotations
-
-import math
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torchmetrics.functional.audio import scale_invariant_signal_distortion_ratio
 
 from vae.dsp import mel_filterbank, stft
+from vae.metric_table import ACTIVE_UNIT_THRESHOLD_NATS
 
 MEL_WINDOWS = (32, 64, 128, 256, 512, 1024, 2048)
 MEL_BANDS = (5, 10, 20, 40, 80, 160, 320)
 STFT_WINDOWS = (2048, 512)
 CLAMP_EPS = 1e-5
 SILENT_POWER = 1e-10  # mean square below which a target channel is silent (-100 dBFS)
-ACTIVE_UNIT_THRESHOLD_NATS = 0.01
-
-# Validation logs every metric under this prefix; evaluate prints the bare names.
-VALIDATION_PREFIX = "val/"
-
-Direction = Literal["min", "max"]
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One weight-independent metric: its name, which direction is better, what it measures."""
-
-    name: str
-    direction: Direction
-    definition: str
-    unit: str = ""
-
-    @property
-    def key(self) -> str:
-        """The name validation logs it under (``val/mel_distance``)."""
-        return VALIDATION_PREFIX + self.name
-
-
-# Distortions are measured twice: decoding the posterior mean (what a latent-diffusion user decodes)
-# and a seeded posterior sample (what the KL rate pays for: only a sampled latent can be coded at
-# the KL's rate, so a rate-distortion study pairs kl_kbps with the sampled distortion).
-SAMPLED_SUFFIX = "_sampled"
-_DISTORTIONS = (
-    Metric("mel_distance", "min",
-           "sum over 7 scales (windows 32..2048, hop/4) of L1 between log10 mel magnitudes "
-           "(DAC's definition)"),
-    Metric("stft_distance", "min",
-           "windows 2048 and 512 (hop/4): L1 of log10 power + L1 of magnitude (DAC's definition)"),
-    Metric("si_sdr", "max", "scale-invariant signal-to-distortion ratio over audible channels",
-           "dB"),
-)
-DISTORTION_NAMES = tuple(m.name for m in _DISTORTIONS)
-
-
-def _sampled(metric: Metric) -> Metric:
-    return Metric(metric.name + SAMPLED_SUFFIX, metric.direction,
-                  metric.definition + ", decoded from a seeded posterior sample", metric.unit)
-
-
-# THE metric table: validation, evaluate, search-space checks, report, export and the app read it.
-METRICS: dict[str, Metric] = {m.name: m for m in (
-    *_DISTORTIONS,
-    *(_sampled(m) for m in _DISTORTIONS),
-    Metric("kl_kbps", "min",
-           "latent rate: posterior KL per frame (summed over channels) x frame rate / ln 2 / 1000",
-           "kbit/s"),
-    Metric("active_units", "max", "latent channels whose mean KL exceeds 0.01 nats"),
-)}
-METRIC_BY_KEY: dict[str, Metric] = {m.key: m for m in METRICS.values()}
-
-
-def rank_key(value: float | None, direction: Direction) -> tuple[int, float]:
-    """Sort key putting the best value first for ``direction``; missing or non-finite values last."""
-    if value is None or not math.isfinite(value):
-        return (1, 0.0)
-    return (0, value if direction == "min" else -value)
 
 
 def _exact_magnitude(signal: torch.Tensor, n_fft: int) -> torch.Tensor:
@@ -154,5 +92,5 @@ def distortions(prediction: torch.Tensor, target: torch.Tensor, sample_rate: int
 
 
 def active_units(kl_per_channel: torch.Tensor) -> int:
-    """Latent channels carrying information: mean KL above 0.01 nats (posterior-collapse watch)."""
+    """Latent channels carrying information: mean KL above the threshold (posterior-collapse watch)."""
     return int((kl_per_channel > ACTIVE_UNIT_THRESHOLD_NATS).sum().item())

@@ -9,7 +9,7 @@ import streamlit as st
 from sweeps.app.clips import wav_bytes
 from sweeps.app.plots import comparison_png
 from sweeps.app.session import Selection, remember
-from vae.metrics import DISTORTION_NAMES, METRICS
+from vae.metric_table import DISTORTION_NAMES, METRICS
 
 # The clip's quality (of the reconstruction played: the posterior mean's) and its rate;
 # active_units counts latent channels, a model property, so it is left to the bundle's metrics.

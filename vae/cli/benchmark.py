@@ -4,7 +4,10 @@ Prints, for the default config changed by KEY=VALUE overrides (as vae-train take
 machine: a bare model forward+backward vs a full Lightning training step (goal: <= 1.15x), the
 share of the step spent in the losses (goal: <= 20%), and data-loader throughput vs what training
 consumes (goal: >= 20x). With --memory: the peak resident memory of vae-evaluate on a 10-second
-and a 10-minute file (goal: within +300 MB of each other). Figures, not assertions."""
+and a 10-minute file (goal: within +300 MB of each other). With --streaming: streaming encode
+and decode of the model with model.causal=true on one CPU thread, in multiples of real time, for
+pushes of one hop, 10 ms and 1 s (goal: decode >= 20x), and its latency in ms. Figures, not
+assertions."""
 
 from __future__ import annotations
 
@@ -22,17 +25,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(default: %(default)s)")
     parser.add_argument("--memory", action="store_true", help="instead: peak memory of "
                         "vae-evaluate on a short and a long file")
+    parser.add_argument("--streaming", action="store_true", help="instead: streaming encode and "
+                        "decode speed and latency of the causal model, on one thread")
     parser.add_argument("--seconds", type=float, nargs="+", metavar="S",
                         help="with --memory, other file lengths in seconds")
     args = parser.parse_args(argv)
     if args.seconds and not args.memory:
         parser.error("--seconds goes with --memory")
+    if args.memory and args.streaming:
+        parser.error("--memory and --streaming are two benchmarks: pick one")
     if args.seconds and min(args.seconds) <= 0:
         parser.error(f"--seconds: expected lengths > 0, got {min(args.seconds):g}")
     # torch and Lightning: not for --help
-    from vae.training.benchmark import run_benchmark, run_memory_benchmark
+    from vae.training.benchmark import run_benchmark, run_memory_benchmark, run_streaming_benchmark
 
-    if args.memory:
+    if args.streaming:
+        run_streaming_benchmark(args.overrides)
+    elif args.memory:
         run_memory_benchmark(args.overrides, args.seconds)
     else:
         run_benchmark(args.overrides, args.repeats)

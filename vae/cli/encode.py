@@ -5,18 +5,26 @@ to the model's rate and widened to its channels. OUT is a ``.npz`` file for a si
 a folder receiving one ``.npz`` per input (folder structure kept). Each holds the posterior ``mean``
 and ``std`` [latent_dim, frames] and ``metadata`` (JSON: sample rate, hop, length, the source's
 rate/channels/format, the model and its provenance). ``vae-decode`` reads them back.
-MODEL is a bundle folder or an MLflow model URI (models:/NAME@champion, runs:/ID/model)."""
+MODEL is a bundle folder or an MLflow model URI (models:/NAME@champion, runs:/ID/model). The
+model's algorithmic latency and receptive field are printed on stderr at the end.
+
+``--stream IN -o OUT.npz`` (causal models, model.causal true): IN is read, resampled and encoded
+block by block (blocks of --chunk-seconds) through the streaming encoder, in flat memory; ``-``
+reads a wav, au, w64 or rf64 stream from stdin (e.g. ``ffmpeg ... -f wav - | vae-encode --stream
+- ...``). The latents equal those without --stream up to float rounding (1e-5)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from vae.cli.common import (add_model_runtime, add_out, build_parser, exits_on_user_error, fail,
                             run, writable_problem)
-from vae.inference import (DEFAULT_CHUNK_SECONDS, AudioError, audio_info, encode_file,
-                           find_audio_files, load_model, weights_fingerprint)
+from vae.inference import (DEFAULT_CHUNK_SECONDS, AudioError, Bundle, audio_info,
+                           describe_timing, encode_file, encode_file_streaming, find_audio_files,
+                           is_stdio, load_model, require_causal, weights_fingerprint)
 
 
 def output_paths(inputs: list[str], files: list[Path], out: Path) -> list[Path]:
@@ -40,13 +48,51 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="IN", help="audio files or folders")
     p.add_argument("--model", required=True, help="bundle folder or MLflow model URI")
     add_out(p, "latent file (.npz) or folder")
+    p.add_argument("--stream", action="store_true", help="encode one input (- for stdin) block "
+                   "by block through the streaming encoder (causal models only)")
     add_model_runtime(p, DEFAULT_CHUNK_SECONDS)
     return p
+
+
+def say_timing(spec: str, bundle: Bundle) -> None:
+    """The model's latency and receptive field on stderr, once the work is done (a refusal stays
+    the one line on stderr)."""
+    print(f"model {spec}: {describe_timing(bundle)}", file=sys.stderr)
+
+
+def summary(source: str, out: Path, metadata: dict) -> str:
+    return (f"{source} -> {out}  ({metadata['latent_dim']}x{metadata['frames']} latents, "
+            f"{metadata['length'] / metadata['sample_rate']:.2f} s, {metadata['kl_kbps']:.3f} kbps)")
+
+
+def encode_streaming(args: argparse.Namespace) -> int:
+    """--stream: one input (a file or stdin) to one latent file."""
+    if len(args.inputs) != 1:
+        return fail(f"--stream takes one input (an audio file, or - for stdin), got "
+                    f"{len(args.inputs)}")
+    source, out = args.inputs[0], Path(args.out)
+    if not is_stdio(source) and find_audio_files([source]) != [Path(source)]:
+        return fail(f"{source}: is a folder; --stream takes one audio file (or - for stdin)")
+    if out.is_dir() or out.suffix != ".npz":
+        return fail(f"-o {out}: with --stream, name the latent file to write (*.npz)")
+    problem = writable_problem("-o", out.parent)
+    if problem:
+        return fail(problem)
+    bundle = load_model(args.model, args.device, args.tracking_uri)
+    require_causal(bundle, args.model)
+    if not is_stdio(source):  # a file's header is checked before any work
+        audio_info(source, bundle.config.model.audio_channels)
+    metadata = encode_file_streaming(bundle, source, out, args.chunk_seconds)
+    print(summary(metadata["source"]["name"], out, metadata))
+    say_timing(args.model, bundle)
+    return 0
 
 
 @exits_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.stream:
+        return encode_streaming(args)
     files = find_audio_files(args.inputs)
     outputs = output_paths(args.inputs, files, Path(args.out))
     problem = next(filter(None, (writable_problem("-o", folder)
@@ -60,9 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for file, out in zip(files, outputs):
         latents = encode_file(bundle, file, args.chunk_seconds, fingerprint)
         latents.save(out)
-        print(f"{file} -> {out}  ({latents.mean.shape[0]}x{latents.mean.shape[1]} latents, "
-              f"{latents.metadata['length'] / latents.metadata['sample_rate']:.2f} s, "
-              f"{latents.metadata['kl_kbps']:.3f} kbps)")
+        print(summary(str(file), out, latents.metadata))
+    say_timing(args.model, bundle)
     return 0
 
 

@@ -2,7 +2,7 @@
 
 Every file (wav, flac, ogg, ... anything libsndfile reads; folders are searched recursively) is
 resampled to the model's rate, widened to its channels, encoded and decoded (posterior mean) in
-chunks, and scored with the training validation's metrics (the table in vae/metrics.py):
+chunks, and scored with the training validation's metrics (the table in vae/metric_table.py):
 mel_distance, stft_distance, si_sdr on segments of the bundle's validation chunk length, the latent
 rate kl_kbps and active_units. Prints one row per file and the mean (weighted by duration, as
 validation weighs its chunks). MODEL is a bundle folder or an MLflow model URI
@@ -24,7 +24,7 @@ from vae.training.host_memory import unmap_large_blocks
 unmap_large_blocks()  # before torch is imported below: flat memory over long files
 
 from vae.inference import DEFAULT_CHUNK_SECONDS, evaluate_files  # noqa: E402
-from vae.metrics import METRICS  # noqa: E402
+from vae.metric_table import METRICS  # noqa: E402
 
 COLUMNS = ("duration_s", *METRICS)
 

@@ -97,7 +97,7 @@ def final_report(result: Any, tracking_uri: str) -> str:
     better direction), where the checkpoint and the MLflow run are, and the next commands."""
     from tabulate import tabulate
 
-    from vae.metrics import METRIC_BY_KEY
+    from vae.metric_table import METRIC_BY_KEY
 
     rows = [[key, f"{result.metrics[key]:.4g}", metric.unit,
              "lower" if metric.direction == "min" else "higher"]

@@ -18,13 +18,12 @@ from collections.abc import Sequence
 import numpy as np
 import soundfile as sf
 import torch
-from pydantic import Field
 from torch.utils.data import Dataset
 
 from vae.audio_files import adapt_channels, resample_frames
-from vae.config_base import Section
 from vae.data.errors import DatasetError
 from vae.data.listing import AudioFileEntry, list_audio_folder
+from vae.data.settings import FolderDataConfig
 from vae.data.source import ChunkFormat, DataSource, Split
 from vae.loudness import integrated_loudness
 
@@ -33,19 +32,6 @@ TRAIN_STREAM, VALID_STREAM = 0, 1
 # Validation chunks do not depend on data.seed: trials that sweep the seed stay comparable.
 VALIDATION_SEED = 0
 RESAMPLE_MARGIN = 16  # source frames read beyond the chunk, so the resampler's edge is trimmed
-
-
-class FolderDataConfig(Section):
-    """``data.folder``."""
-
-    valid_fraction: float = Field(0.1, gt=0, lt=1, description="share of files held out for "
-                                  "validation when the folder has no train/ and valid/ subfolders")
-    loudness_cutoff_lufs: float | None = Field(
-        -40.0, description="chunks quieter than this are drawn again (near-silence teaches "
-        "nothing); null keeps every chunk")
-    max_draws: int = Field(8, ge=1, description="draws per chunk before a quiet one is kept")
-    listing_cache_dir: str | None = Field(
-        None, description="where the file listing is cached (default ~/.cache/audio-vae/listings)")
 
 
 def split_of(relative_path: str, valid_fraction: float) -> Split:

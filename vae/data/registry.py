@@ -1,22 +1,27 @@
-"""THE list of data sources: ``data.source`` names and their classes.
+"""THE list of data sources: ``data.source`` names, config sections and classes.
 
-Adding a source = one file (a :class:`~vae.data.source.DataSource` subclass, with its settings
-section in ``config_section`` if it has one) plus one entry here. ``vae/config.py`` derives the
-accepted names of ``data.source`` and mounts each section at ``data.<name>`` from this dict.
+Each name maps to a :class:`~vae.config_base.LazyClass`: its section, if it has one (mounted by
+``vae/config.py`` at ``data.<name>``), and the path of its :class:`~vae.data.source.DataSource`
+subclass, imported on first build. The sections sit in settings.py beside ``DataSettings``, one
+torch-free module for the whole ``data.*`` schema, so it is read without importing torch, numpy
+or the audio readers. Adding a source = its class file, its section in settings.py (if any) and
+one entry here; nothing else lists the names.
 """
 
 from __future__ import annotations
 
-from vae.data.folder_source import FolderSource
-from vae.data.musdb_source import MusdbSource
-from vae.data.settings import DataSettings
-from vae.data.source import ChunkFormat, DataSource
-from vae.data.synthetic_source import SyntheticSource
+from typing import TYPE_CHECKING
 
-DATA_SOURCES: dict[str, type[DataSource]] = {
-    "synthetic": SyntheticSource,
-    "musdb": MusdbSource,
-    "folder": FolderSource,
+from vae.config_base import LazyClass
+from vae.data.settings import DataSettings, FolderDataConfig, SyntheticDataConfig
+
+if TYPE_CHECKING:
+    from vae.data.source import ChunkFormat, DataSource
+
+DATA_SOURCES: dict[str, LazyClass] = {
+    "synthetic": LazyClass("vae.data.synthetic_source:SyntheticSource", SyntheticDataConfig),
+    "musdb": LazyClass("vae.data.musdb_source:MusdbSource"),
+    "folder": LazyClass("vae.data.folder_source:FolderSource", FolderDataConfig),
 }
 
 
@@ -24,6 +29,6 @@ def build_source(data: DataSettings, chunk: ChunkFormat) -> DataSource:
     """The source named by ``data.source``, with its section ``data.<name>`` when it has one."""
     if data.source not in DATA_SOURCES:
         raise ValueError(f"unknown data source {data.source!r}; known: {', '.join(DATA_SOURCES)}")
-    cls = DATA_SOURCES[data.source]
-    section = getattr(data, data.source) if cls.config_section is not None else None
-    return cls(data, section, chunk)
+    entry = DATA_SOURCES[data.source]
+    section = getattr(data, data.source) if entry.config_section is not None else None
+    return entry(data, section, chunk)

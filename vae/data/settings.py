@@ -1,8 +1,10 @@
-"""The ``data`` section's settings that every source reads, and the stem names.
+"""The ``data`` section, torch-free: the settings every source reads, each source's own section,
+and the stem names.
 
 ``vae/config.py`` extends :class:`DataSettings` into ``DataConfig``: it narrows ``source`` to the
-names in ``vae/data/registry.py`` and mounts each source's own section at ``data.<name>``. The
-sources are handed a ``DataSettings``, so they never import the config (no import cycle).
+names in ``vae/data/registry.py`` and mounts each source's section (defined here, paired with its
+class in the registry) at ``data.<name>``. The sources are handed a ``DataSettings``, so they
+never import the config (no import cycle).
 """
 
 from __future__ import annotations
@@ -41,3 +43,22 @@ class DataSettings(Section):
         if len(set(self.sources)) != len(self.sources):
             raise ValueError(f"sources lists a name twice: {self.sources}")
         return self
+
+
+class SyntheticDataConfig(Section):
+    """``data.synthetic``: the synthetic music of synthetic_source.py."""
+
+    seed: int = Field(0, description="the synthetic tracks are a function of this seed")
+
+
+class FolderDataConfig(Section):
+    """``data.folder``: any folder of audio files (folder_source.py)."""
+
+    valid_fraction: float = Field(0.1, gt=0, lt=1, description="share of files held out for "
+                                  "validation when the folder has no train/ and valid/ subfolders")
+    loudness_cutoff_lufs: float | None = Field(
+        -40.0, description="chunks quieter than this are drawn again (near-silence teaches "
+        "nothing); null keeps every chunk")
+    max_draws: int = Field(8, ge=1, description="draws per chunk before a quiet one is kept")
+    listing_cache_dir: str | None = Field(
+        None, description="where the file listing is cached (default ~/.cache/audio-vae/listings)")

@@ -26,8 +26,9 @@ class ChunkFormat:
 class DataSource(ABC):
     """A source of training and validation chunks.
 
-    A subclass may name a settings section in ``config_section``; it is mounted at
-    ``data.<registry name>`` and handed to the constructor (``None`` when there is none).
+    A subclass may name a settings section (from settings.py) in ``config_section``, the one its
+    registry entry names; it is mounted at ``data.<registry name>`` and handed to the constructor
+    (``None`` when there is none).
     Training datasets are indexed by draw keys (any non-negative int, see ``EpochKeySampler``);
     validation datasets by ``0..count-1``, always the same chunks for the same settings.
     """

@@ -5,18 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from pydantic import Field
 from torch.utils.data import Dataset
 
-from vae.config_base import Section
+from vae.data.settings import SyntheticDataConfig
 from vae.data.source import DataSource, Split
 from vae.data.synthetic import SPLIT_IDS, render_chunk
-
-
-class SyntheticDataConfig(Section):
-    """``data.synthetic``."""
-
-    seed: int = Field(0, description="the synthetic tracks are a function of this seed")
 
 
 class SyntheticSource(DataSource):

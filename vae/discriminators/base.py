@@ -89,10 +89,11 @@ class SubDiscriminator(nn.Module):
 class Discriminator(nn.Module):
     """Base of every discriminator: runs each sub-discriminator on its view of the waveform.
 
-    A subclass names its settings section in ``config_section`` (mounted at
-    ``adversarial.<registry name>``) and is built as ``cls(section, channels, audio_channels)``:
-    ``channels`` (``adversarial.channels``) and ``audio_channels`` (``model.audio_channels``)
-    are shared by every discriminator, so no section repeats them.
+    A subclass names its settings section (from settings.py) in ``config_section``, the one its
+    registry entry names (mounted at ``adversarial.<registry name>``), and is built as
+    ``cls(section, channels, audio_channels)``: ``channels`` (``adversarial.channels``) and
+    ``audio_channels`` (``model.audio_channels``) are shared by every discriminator, so no
+    section repeats them.
     """
 
     config_section: ClassVar[type[Section]]

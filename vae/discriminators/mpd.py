@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
-
-from vae.config_base import PositiveInt, Section
 
 from vae.discriminators.base import (
     Discriminator,
@@ -20,14 +17,9 @@ from vae.discriminators.base import (
     capped_width,
     wn_conv2d,
 )
+from vae.discriminators.settings import MPDConfig
 
 WIDTH_MULTIPLIERS = (1, 4, 16, 32)  # HiFi-GAN's 32-128-512-1024 with channels = 32
-
-
-class MPDConfig(Section):
-    """``adversarial.mpd``."""
-
-    periods: list[PositiveInt] = Field(default_factory=lambda: [2, 3, 5, 7, 11], min_length=1)
 
 
 class PeriodDiscriminator(SubDiscriminator):

@@ -10,10 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from pydantic import Field
 from torch import nn
-
-from vae.config_base import Section
 
 from vae.discriminators.base import (
     Discriminator,
@@ -23,14 +20,9 @@ from vae.discriminators.base import (
     grouped_conv_groups,
     wn_conv1d,
 )
+from vae.discriminators.settings import MSDConfig
 
 DOWNSAMPLING_LAYERS = 4  # each strides by 4: 256x fewer frames at the logits than at the input
-
-
-class MSDConfig(Section):
-    """``adversarial.msd``."""
-
-    scales: int = Field(3, ge=1, description="waveform scales (each average-pooled by 2)")
 
 
 class ScaleDiscriminator(SubDiscriminator):

@@ -8,9 +8,6 @@ in time without losing time resolution.
 from __future__ import annotations
 
 import torch
-from pydantic import Field
-
-from vae.config_base import FFTSize, Section
 
 from vae.discriminators.base import (
     Discriminator,
@@ -19,14 +16,9 @@ from vae.discriminators.base import (
     complex_spectrogram,
     wn_conv2d,
 )
+from vae.discriminators.settings import MSSTFTConfig
 
 TIME_DILATIONS = (1, 2, 4)
-
-
-class MSSTFTConfig(Section):
-    """``adversarial.msstft``."""
-
-    fft_sizes: list[FFTSize] = Field(default_factory=lambda: [2048, 1024, 512], min_length=1)
 
 
 class STFTDiscriminator(SubDiscriminator):

@@ -11,10 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from pydantic import Field, model_validator
 from torch import nn
-
-from vae.config_base import FFTSize, Section
 
 from vae.discriminators.base import (
     Discriminator,
@@ -22,26 +19,9 @@ from vae.discriminators.base import (
     complex_spectrogram,
     wn_conv2d,
 )
+from vae.discriminators.settings import MultibandConfig
 
 FREQUENCY_DOWNSAMPLING_LAYERS = 3
-
-
-class MultibandConfig(Section):
-    """``adversarial.multiband``."""
-
-    fft_sizes: list[FFTSize] = Field(default_factory=lambda: [2048, 1024, 512], min_length=1)
-    bands: list[tuple[float, float]] = Field(
-        default_factory=lambda: [(0.0, 0.1), (0.1, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0)],
-        min_length=1,
-        description="frequency bands as fractions of the Nyquist range",
-    )
-
-    @model_validator(mode="after")
-    def _bands_sane(self) -> MultibandConfig:
-        for lo, hi in self.bands:
-            if not 0.0 <= lo < hi <= 1.0:
-                raise ValueError(f"band ({lo}, {hi}) must satisfy 0 <= low < high <= 1")
-        return self
 
 
 def band_bin_ranges(bands: Sequence[tuple[float, float]], n_bins: int) -> list[tuple[int, int]]:

@@ -1,25 +1,29 @@
 """THE list of discriminators: ``adversarial.discriminators`` names, config sections and classes.
 
-Adding a discriminator = one file (its :class:`~vae.config_base.Section` and its
-:class:`~vae.discriminators.base.Discriminator` subclass, whose ``config_section`` names the
-section) plus one entry here. ``vae/config.py`` derives the accepted names and mounts each
-section at ``adversarial.<name>`` from this dict, so nothing else lists them.
+Each name maps to a :class:`~vae.config_base.LazyClass`: its section (mounted by
+``vae/config.py`` at ``adversarial.<name>``) and the path of its
+:class:`~vae.discriminators.base.Discriminator` subclass, imported on first build. The sections
+sit in settings.py, one torch-free module for the family, so the schema is read without
+importing torch; one module rather than one per discriminator, so the whole ``adversarial.*``
+schema reads in one file. Adding a discriminator = its class file, its section in settings.py
+and one entry here; nothing else lists the names.
 """
 
 from __future__ import annotations
 
-from vae.config_base import Section
-from vae.discriminators.base import Discriminator
-from vae.discriminators.mpd import MultiPeriodDiscriminator
-from vae.discriminators.msd import MultiScaleDiscriminator
-from vae.discriminators.msstft import MultiScaleSTFTDiscriminator
-from vae.discriminators.multiband import MultiBandDiscriminator
+from typing import TYPE_CHECKING
 
-DISCRIMINATORS: dict[str, type[Discriminator]] = {
-    "msd": MultiScaleDiscriminator,
-    "mpd": MultiPeriodDiscriminator,
-    "msstft": MultiScaleSTFTDiscriminator,
-    "multiband": MultiBandDiscriminator,
+from vae.config_base import LazyClass, Section
+from vae.discriminators.settings import MPDConfig, MSDConfig, MSSTFTConfig, MultibandConfig
+
+if TYPE_CHECKING:
+    from vae.discriminators.base import Discriminator
+
+DISCRIMINATORS: dict[str, LazyClass] = {
+    "msd": LazyClass("vae.discriminators.msd:MultiScaleDiscriminator", MSDConfig),
+    "mpd": LazyClass("vae.discriminators.mpd:MultiPeriodDiscriminator", MPDConfig),
+    "msstft": LazyClass("vae.discriminators.msstft:MultiScaleSTFTDiscriminator", MSSTFTConfig),
+    "multiband": LazyClass("vae.discriminators.multiband:MultiBandDiscriminator", MultibandConfig),
 }
 
 
@@ -27,8 +31,8 @@ def build_discriminator(name: str, section: Section, channels: int, audio_channe
     """The discriminator registered as ``name``, built from its section and the shared widths."""
     if name not in DISCRIMINATORS:
         raise ValueError(f"unknown discriminator {name!r}; known: {', '.join(DISCRIMINATORS)}")
-    cls = DISCRIMINATORS[name]
-    if not isinstance(section, cls.config_section):
-        raise TypeError(f"discriminator {name!r} takes a {cls.config_section.__name__}, "
+    entry = DISCRIMINATORS[name]
+    if not isinstance(section, entry.config_section):
+        raise TypeError(f"discriminator {name!r} takes a {entry.config_section.__name__}, "
                         f"got {type(section).__name__}")
-    return cls(section, channels, audio_channels)
+    return entry(section, channels, audio_channels)

@@ -2,11 +2,17 @@
 
 Audio is read in blocks, resampled to the model's rate by soxr (a streaming, band-limited
 resampler) and mono is widened to stereo (stereo is averaged for a mono model); more channels than
-the model takes is an error. Memory does not grow with the file."""
+the model takes is an error. Memory does not grow with the file.
+
+``-`` names the standard input (reading) or output (writing). libsndfile reads wav (also the
+streaming kind with unknown lengths that ffmpeg and sox write to pipes), au, w64 and rf64 from a
+pipe, but writes only au (lossless, its length left open), ogg and mp3 to one: wav and flac
+need to seek back to their header, so they reach stdout only when it is redirected to a file."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -22,19 +28,28 @@ READ_BLOCK_FRAMES = 65536
 MAX_SAMPLE_RATE = 768_000  # the highest rate audio interfaces and soxr's presets are used at
 
 AudioSource = str | Path | BinaryIO
+STDIO = "-"  # as a source: the standard input; as a destination: the standard output
 
 
 class AudioError(ValueError):
     """Audio that cannot be used: unreadable, empty, unsupported channel count. Names the file."""
 
 
+def is_stdio(target: AudioSource) -> bool:
+    return isinstance(target, str) and target == STDIO
+
+
 def source_name(source: AudioSource) -> str:
     """What error messages call ``source``: its path, or an uploaded file's name."""
+    if is_stdio(source):
+        return "stdin"
     return str(source) if isinstance(source, (str, Path)) else getattr(source, "name", "<audio>")
 
 
 def _open(source: AudioSource) -> sf.SoundFile:
-    if isinstance(source, (str, Path)):
+    if is_stdio(source):  # by descriptor: libsndfile reads a pipe itself, without seeking
+        source = sys.stdin.buffer.fileno()
+    elif isinstance(source, (str, Path)):
         path = Path(source)
         if not path.exists():
             raise AudioError(f"{path}: no such file")
@@ -43,9 +58,11 @@ def _open(source: AudioSource) -> sf.SoundFile:
     else:
         source.seek(0)
     try:
-        return sf.SoundFile(source if not isinstance(source, Path) else str(source))
+        return sf.SoundFile(str(source) if isinstance(source, Path) else source,
+                            closefd=not isinstance(source, int))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise AudioError(f"{source_name(source)}: not readable as audio ({exc})") from exc
+        name = "stdin" if isinstance(source, int) else source_name(source)
+        raise AudioError(f"{name}: not readable as audio ({exc})") from exc
 
 
 @dataclass(frozen=True)
@@ -86,17 +103,23 @@ def _as_block(frames: np.ndarray, channels: int) -> torch.Tensor:
 
 
 def stream_audio(source: AudioSource, sample_rate: int, channels: int,
-                 block_frames: int = READ_BLOCK_FRAMES) -> Iterator[torch.Tensor]:
+                 block_frames: int = READ_BLOCK_FRAMES,
+                 on_open: Callable[[AudioInfo], None] | None = None) -> Iterator[torch.Tensor]:
     """Blocks ``[channels, n]`` (float32) of the file at ``sample_rate``: read in blocks, resampled
-    by a soxr stream and widened, so memory does not grow with the file."""
+    by a soxr stream and widened, so memory does not grow with the file. ``on_open`` gets the
+    header first (a pipe's ``frames`` is 0: unknown)."""
     name = source_name(source)
     with _open(source) as f:
         _check_channels(name, f.channels, channels)
+        if on_open is not None:
+            on_open(AudioInfo(name, f.samplerate, f.channels, f.frames if f.seekable() else 0,
+                              f.format, f.subtype))
         resampler = (soxr.ResampleStream(f.samplerate, sample_rate, f.channels, dtype="float32",
                                          quality=RESAMPLE_QUALITY)
                      if f.samplerate != sample_rate else None)
         try:
-            for block in f.blocks(block_frames, dtype="float32", always_2d=True):
+            # read() rather than blocks(): blocks() needs a length, which a pipe does not have
+            while len(block := f.read(block_frames, dtype="float32", always_2d=True)):
                 if resampler is not None:
                     block = resampler.resample_chunk(np.ascontiguousarray(block), last=False)
                 if len(block):
@@ -156,11 +179,18 @@ def find_audio_files(inputs: Iterable[str | Path]) -> list[Path]:
 
 
 def write_audio(path: str | Path, blocks: Iterable[torch.Tensor], sample_rate: int,
-                out_sample_rate: int | None = None, subtype: str | None = None) -> tuple[Path, int]:
-    """Write blocks ``[channels, n]`` at ``sample_rate`` to ``path`` (format from its extension),
-    resampled to ``out_sample_rate`` on the way; returns the path and the samples written."""
+                out_sample_rate: int | None = None, subtype: str | None = None,
+                format: str | None = None) -> tuple[Path, int]:
+    """Write blocks ``[channels, n]`` at ``sample_rate`` to ``path`` (format from its extension,
+    else ``format``; ``-``: the standard output), resampled to ``out_sample_rate`` on the way;
+    returns the path and the samples written."""
+    to_stdout = is_stdio(path)
+    target = sys.stdout.buffer.fileno() if to_stdout else str(path)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if to_stdout:
+        sys.stdout.flush()  # what print() buffered goes before the audio, not into it
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
     out_rate = out_sample_rate or sample_rate
     written = 0
     handle = None
@@ -170,9 +200,12 @@ def write_audio(path: str | Path, blocks: Iterable[torch.Tensor], sample_rate: i
             data = np.ascontiguousarray(block.numpy().T.astype(np.float32))
             if handle is None:
                 try:
-                    handle = sf.SoundFile(str(path), "w", out_rate, data.shape[1], subtype=subtype)
+                    handle = sf.SoundFile(target, "w", out_rate, data.shape[1], subtype=subtype,
+                                          format=format, closefd=not to_stdout)
                 except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-                    raise AudioError(f"{path}: cannot write this format ({exc})") from exc
+                    where = ("stdout (a pipe takes au, ogg or mp3; wav and flac need it "
+                             "redirected to a file)") if to_stdout else path
+                    raise AudioError(f"{where}: cannot write this format ({exc})") from exc
                 if out_rate != sample_rate:
                     resampler = soxr.ResampleStream(sample_rate, out_rate, data.shape[1],
                                                     dtype="float32", quality=RESAMPLE_QUALITY)

@@ -1,19 +1,23 @@
 """Weights-only model bundles: a folder that loads without pickle and without Lightning.
 
 ``DIR/model.safetensors``, ``DIR/config.yaml`` (the full resolved VAE config),
-``DIR/metrics.json`` and ``DIR/provenance.json``. ``load_bundle(DIR)`` gives an ``AudioVAE`` in
-eval mode (``vae.inference.loading.load_model`` also takes an MLflow model URI).
+``DIR/metrics.json``, ``DIR/provenance.json`` and ``DIR/model.json`` (the model's timing facts:
+causal, lstm_layers, latency_ms, receptive_field_samples; older bundles have none).
+``load_bundle(DIR)`` gives an ``AudioVAE`` in eval mode (``vae.inference.loading.load_model``
+also takes an MLflow model URI).
 ``vae-export CKPT -o DIR`` turns a training checkpoint into a bundle.
 
 A bundle arrives from a colleague or a download, so every file in it is checked before use: the
 config with the strict reader and the schema (unknown keys refused), the weights for being
-safetensors that fit the config's model, the JSON files with the strict reader. Every refusal is a
-BundleError naming the file."""
+safetensors that fit the config's model, the JSON files with the strict reader, and model.json's
+facts against the model the config and weights make. Every refusal is a BundleError naming the
+file."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +29,14 @@ from safetensors.torch import load_file, save_file
 
 from vae.config import ConfigError, VAEConfig, load_config
 from vae.model import AudioVAE
+from vae.model.streaming import latency_samples, receptive_field
 from vae.user_files import UserFileError, load_json_file
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
 PROVENANCE_FILE = "provenance.json"
+FACTS_FILE = "model.json"
 REQUIRED_FILES = (WEIGHTS_FILE, CONFIG_FILE)
 MODEL_PREFIX = "model."
 
@@ -46,6 +52,7 @@ class Bundle:
     path: Path
     metrics: dict[str, float] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict)  # model_facts, once computed
     spec: str | None = None  # how it was loaded (folder or MLflow URI), set by loading.load_model
 
 
@@ -59,7 +66,42 @@ def save_bundle(model: AudioVAE, config: VAEConfig, out_dir: str | Path,
     (out / CONFIG_FILE).write_text(config.to_yaml())
     (out / METRICS_FILE).write_text(json.dumps(metrics or {}, indent=2, sort_keys=True))
     (out / PROVENANCE_FILE).write_text(json.dumps(provenance or {}, indent=2, sort_keys=True, default=str))
+    (out / FACTS_FILE).write_text(json.dumps(model_facts(model), indent=2, sort_keys=True))
     return out
+
+
+def model_facts(model: AudioVAE) -> dict[str, Any]:
+    """What a user of the model needs to know about time: whether it can stream, its LSTM, its
+    algorithmic latency and its receptive field (the bundle's model.json; printed by vae-encode
+    and vae-decode). Index arithmetic over the layers: about 40 ms for the default model."""
+    cfg = model.config
+    latency = latency_samples(model)
+    return {"causal": cfg.causal, "lstm_layers": cfg.lstm_layers, "latency_samples": latency,
+            "latency_ms": latency * 1000 / cfg.sample_rate,
+            "receptive_field_samples": receptive_field(model)}
+
+
+def bundle_facts(bundle: Bundle) -> dict[str, Any]:
+    if not bundle.facts:
+        bundle.facts = model_facts(bundle.model)
+    return bundle.facts
+
+
+def describe_timing(bundle: Bundle) -> str:
+    """The model's facts in one line, for stderr."""
+    facts = bundle_facts(bundle)
+    span = facts["receptive_field_samples"]
+    return (f"{'causal (streamable)' if facts['causal'] else 'not causal'}, "
+            f"{facts['lstm_layers']} LSTM layers, latency {facts['latency_ms']:.2f} ms "
+            f"({facts['latency_samples']} samples), receptive field {span} samples "
+            f"({span * 1000 / bundle.config.model.sample_rate:.1f} ms)")
+
+
+def require_causal(bundle: Bundle, name: str) -> None:
+    """Only a causal model streams: the others' convolutions look ahead."""
+    if not bundle.config.model.causal:
+        raise BundleError(f"{name}: is not causal (model.causal false): it cannot stream; "
+                          "drop --stream")
 
 
 def load_checkpoint_model(ckpt_path: str | Path) -> tuple[AudioVAE, VAEConfig, dict[str, Any]]:
@@ -126,6 +168,28 @@ def read_bundle_json(path: Path, name: str) -> dict[str, Any]:
     return value
 
 
+def check_model_facts(path: Path, model: AudioVAE) -> dict[str, Any]:
+    """model.json, when the bundle has one, must describe the model its config and weights make:
+    a file claiming another latency or causality is refused rather than believed. The facts, or
+    {} for a bundle without model.json (older bundles: nothing to check, nothing computed)."""
+    recorded = read_bundle_json(path, FACTS_FILE)
+    if not recorded:
+        return {}
+    actual, file = model_facts(model), path / FACTS_FILE
+    for key, value in recorded.items():
+        if key not in actual:
+            raise BundleError(f"{file}: unknown key {key!r} (expected {', '.join(sorted(actual))})")
+        want = actual[key]
+        same = (value is want if isinstance(want, bool) else
+                isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isclose(value, want, rel_tol=1e-9))
+        if not same:
+            raise BundleError(f"{file}: {key} is {json.dumps(value)}, but the model of "
+                              f"{CONFIG_FILE} and {WEIGHTS_FILE} has {json.dumps(want)}; the "
+                              "bundle's files disagree")
+    return actual
+
+
 def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
     path = Path(path)
     if not path.is_dir():
@@ -137,7 +201,8 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
     metrics, provenance = (read_bundle_json(path, name) for name in (METRICS_FILE, PROVENANCE_FILE))
     model = AudioVAE(config.model)
     read_bundle_weights(path, model)
-    return Bundle(model.to(device).eval(), config, path, metrics, provenance)
+    facts = check_model_facts(path, model)
+    return Bundle(model.to(device).eval(), config, path, metrics, provenance, facts)
 
 
 def weights_fingerprint(bundle: Bundle) -> str | None:

@@ -23,13 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from vae.inference.audio_io import (MAX_SAMPLE_RATE, AudioError, AudioSource, audio_info,
-                                    stream_audio, write_audio)
+from vae.inference.audio_io import (MAX_SAMPLE_RATE, AudioError, AudioInfo, AudioSource,
+                                    audio_info, stream_audio, write_audio)
 from vae.inference.bundle import Bundle, model_summary, weights_fingerprint
 from vae.inference.loading import is_model_uri, model_spec
 from vae.inference.scoring import kl_nats_summed_over_frames, rate_metrics
 from vae.inference.streaming import (DEFAULT_CHUNK_SECONDS, SampleCounter, chunk_frames_for,
                                      decode_stream, encode_stream, take)
+from vae.model.streaming import StreamingDecoder
 from vae.user_files import MAX_BYTES, UserFileError, parse_json
 
 LATENT_FORMAT = "vae-latents/1"
@@ -40,6 +41,11 @@ TRACKING_STORE_SCHEMES = ("models:/", "runs:/")
 
 class LatentFileError(ValueError):
     """A latent file that cannot be read or does not match the model. Names the file."""
+
+
+def metadata_array(metadata: dict[str, Any]) -> np.ndarray:
+    """How the ``metadata`` array holds the metadata: one JSON string."""
+    return np.array(json.dumps(metadata, default=str))
 
 
 @dataclass
@@ -59,7 +65,7 @@ class Latents:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("wb") as handle:  # a handle, so numpy does not append .npz to the name
             np.savez(handle, mean=self.mean.float().numpy(), std=self.std.float().numpy(),
-                     metadata=np.array(json.dumps(self.metadata, default=str)))
+                     metadata=metadata_array(self.metadata))
         return path
 
     @classmethod
@@ -202,6 +208,26 @@ def _check_array(path: Path, key: str, array: np.ndarray) -> None:
         raise LatentFileError(f"{path}: {key} contains NaN or infinite values")
 
 
+def latent_metadata(bundle: Bundle, info: AudioInfo, length: int, kl_sum: torch.Tensor,
+                    frames: int, fingerprint: str | None) -> dict[str, Any]:
+    """A latent file's metadata: the model, the source (``info``; a pipe's frames: None), the
+    ``length`` encoded at the model's rate, and the rate the per-channel ``kl_sum`` makes."""
+    rate = rate_metrics(kl_sum, frames, bundle.model.frame_rate)
+    return {
+        "format": LATENT_FORMAT,
+        **model_summary(bundle),
+        "length": length,
+        "frames": frames,
+        "source": {"name": info.name, "sample_rate": info.sample_rate, "channels": info.channels,
+                   "frames": info.frames or None, "format": info.format, "subtype": info.subtype},
+        "model": {"spec": model_spec(bundle),
+                  "path": str(bundle.path),
+                  "weights_sha256": fingerprint or weights_fingerprint(bundle),
+                  "provenance": bundle.provenance},
+        "kl_kbps": rate["kl_kbps"],
+    }
+
+
 def encode_file(bundle: Bundle, source: AudioSource, chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
                 fingerprint: str | None = None) -> Latents:
     """Stream ``source`` through the encoder; the latents and their metadata."""
@@ -214,37 +240,31 @@ def encode_file(bundle: Bundle, source: AudioSource, chunk_seconds: float = DEFA
         raise AudioError(f"{info.name}: contains no audio samples")
     mean = torch.cat([m for m, _ in parts], dim=-1)
     std = torch.cat([s for _, s in parts], dim=-1)
-    rate = rate_metrics(kl_nats_summed_over_frames(mean, std), mean.shape[-1], model.frame_rate)
-    metadata = {
-        "format": LATENT_FORMAT,
-        **model_summary(bundle),
-        "length": counter.samples,
-        "frames": int(mean.shape[-1]),
-        "source": {"name": info.name, "sample_rate": info.sample_rate, "channels": info.channels,
-                   "frames": info.frames, "format": info.format, "subtype": info.subtype},
-        "model": {"spec": model_spec(bundle),
-                  "path": str(bundle.path),
-                  "weights_sha256": fingerprint or weights_fingerprint(bundle),
-                  "provenance": bundle.provenance},
-        "kl_kbps": rate["kl_kbps"],
-    }
-    return Latents(mean, std, metadata)
+    kl_sum = kl_nats_summed_over_frames(mean, std)
+    return Latents(mean, std, latent_metadata(bundle, info, counter.samples, kl_sum,
+                                              int(mean.shape[-1]), fingerprint))
 
 
 def decode_to_file(bundle: Bundle, latents: Latents, path: str | Path, *, sample: bool = False,
                    out_sample_rate: int | None = None, subtype: str | None = None,
-                   chunk_seconds: float = DEFAULT_CHUNK_SECONDS, seed: int | None = None
-                   ) -> tuple[Path, int]:
-    """Decode (posterior mean, or a sample of it) chunk by chunk into an audio file."""
+                   chunk_seconds: float = DEFAULT_CHUNK_SECONDS, seed: int | None = None,
+                   stream: bool = False, format: str | None = None) -> tuple[Path, int]:
+    """Decode (posterior mean, or a sample of it) chunk by chunk into an audio file (``-``:
+    stdout, in ``format``). ``stream``: through ``StreamingDecoder`` (causal models), each chunk
+    decoded without context, as it would arrive; else chunked with context on both sides."""
     latent = latents.mean
     if sample:
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         latent = latents.mean + latents.std * torch.randn(latents.std.shape, generator=generator)
     model = bundle.model
-    blocks = take(decode_stream(model, latent, chunk_frames_for(model, chunk_seconds)),
-                  latents.length)
-    path, written = write_audio(path, blocks, bundle.config.model.sample_rate, out_sample_rate,
-                                subtype)
+    frames = chunk_frames_for(model, chunk_seconds)
+    if stream:
+        decoder = StreamingDecoder(model)
+        pieces = (decoder.push(part) for part in latent.split(frames, dim=-1))
+    else:
+        pieces = decode_stream(model, latent, frames)
+    path, written = write_audio(path, take(pieces, latents.length),
+                                bundle.config.model.sample_rate, out_sample_rate, subtype, format)
     if written == 0:  # write_audio opens the file on the first block: nothing was written
         raise AudioError(f"{path}: decoding gave 0 samples (length {latents.length}); nothing written")
     return path, written

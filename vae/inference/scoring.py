@@ -1,4 +1,4 @@
-"""Scoring reconstructions with the training validation's metrics (``vae.metrics.METRICS``).
+"""Scoring reconstructions with the training validation's metrics (``vae.metric_table.METRICS``).
 
 mel_distance, stft_distance and si_sdr are computed on consecutive segments of the bundle's
 ``data.chunk_seconds`` (the validation chunk length) and averaged weighted by length; kl_kbps and
@@ -22,7 +22,8 @@ from vae.inference.loading import load_model
 from vae.inference.streaming import (DEFAULT_CHUNK_SECONDS, SampleCounter, chunk_frames_for,
                                      decode_stream, encode_stream, rechunk, take)
 from vae.loudness import StreamingLoudness, loudness_gain
-from vae.metrics import DISTORTION_NAMES, METRICS, SAMPLED_SUFFIX, active_units, distortions
+from vae.metric_table import DISTORTION_NAMES, METRICS, SAMPLED_SUFFIX
+from vae.metrics import active_units, distortions
 from vae.model import Posterior, kl_to_kbps
 
 MIN_SCORE_SAMPLES = 2048  # the largest STFT window of the metrics

@@ -8,11 +8,14 @@ import torch
 from torch import nn
 
 from vae.config import LossConfig
-from vae.losses.kl import kl_loss
 from vae.losses.spectral import (MultiResolutionSTFTLoss, MultiScaleMelLoss, StereoSpectrograms,
                                  waveform_l1)
 from vae.losses.stereo import stereo_weighted
-from vae.model.bottleneck import Posterior
+from vae.model.bottleneck import Posterior, free_bits_kl
+
+# Terms computed on the posterior rather than on the reconstruction: the balancer
+# (vae/losses/balancer.py) leaves them to the ordinary weighted sum.
+ENCODER_TERMS = frozenset({"kl"})
 
 
 class ReconstructionLoss(nn.Module):
@@ -47,7 +50,7 @@ class ReconstructionLoss(nn.Module):
             if weights["waveform"] > 0:
                 losses["waveform"] = waveform_l1(prediction, target)
         # KL is always computed: it is the rate, worth logging even while its weight is 0.
-        losses["kl"] = kl_loss(posterior, self.cfg.kl.free_bits)
+        losses["kl"] = free_bits_kl(posterior.kl_per_channel().float(), self.cfg.kl.free_bits)
         return losses
 
 
@@ -58,4 +61,4 @@ def weighted_sum(losses: Mapping[str, torch.Tensor], weights: Mapping[str, float
     return sum(weights[name] * value for name, value in losses.items())  # type: ignore[return-value]
 
 
-__all__ = ["ReconstructionLoss", "weighted_sum", "kl_loss"]
+__all__ = ["ENCODER_TERMS", "ReconstructionLoss", "weighted_sum"]

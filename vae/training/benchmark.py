@@ -11,6 +11,9 @@ Prints, for the given config (default: the default config) on this machine, in o
 With ``--memory`` instead: the peak resident memory of ``vae-evaluate`` (each run in a process of
 its own) on a 10-second and a 10-minute file, for an untrained model of the config (goal: the
 long file within +300 MB of the short one, as evaluation streams files).
+With ``--streaming`` instead: streaming encode and decode of the config with model.causal=true on
+ONE thread, in multiples of real time, for pushes of one hop, 10 ms and 1 s (goal: decode >= 20x),
+and the model's latency and receptive field.
 Figures, not assertions: a benchmark, not a test."""
 
 from __future__ import annotations
@@ -38,8 +41,9 @@ from vae.data.datamodule import (
     build_datamodule,
     measure_loader_throughput,
 )
-from vae.inference import save_bundle
+from vae.inference import model_facts, save_bundle
 from vae.model import AudioVAE
+from vae.model.streaming import StreamingDecoder, StreamingEncoder
 from vae.training.host_memory import retain_freed_memory
 from vae.training.module import AudioVAEModule
 from vae.training.train import build_trainer
@@ -48,6 +52,8 @@ DEFAULT_REPEATS = 5
 MEMORY_SECONDS = (10.0, 600.0)  # the file lengths evaluated by --memory
 MEMORY_GOAL_MB = 300  # the long file's peak over the short one's
 MATMUL_SIZE = 2048
+STREAM_SECONDS = 3.0  # audio streamed per figure: short to run, long enough to time
+STREAM_GOAL = 20  # decode, multiples of real time on one thread
 # Profiler op names, grouped as the figures report them.
 CONV_FORWARD_OPS = ("aten::mkldnn_convolution", "aten::slow_conv_dilated2d", "aten::thnn_conv2d",
                     "aten::_slow_conv2d_forward", "aten::cudnn_convolution",
@@ -254,3 +260,54 @@ def run_memory_benchmark(overrides: list[str], seconds: Sequence[float] | None =
             peaks.append(peak)
             print(f"{length:8g} s file: peak RSS {peak:8.1f} MB, {cpu:.1f} s of CPU")
     print(f"longest vs shortest: {peaks[-1] - peaks[0]:+.1f} MB (goal <= +{MEMORY_GOAL_MB} MB)")
+
+
+def stream_push_sizes(hop: int, sample_rate: int) -> dict[str, int]:
+    """Push sizes in samples: one hop, 10 ms, 1 s."""
+    return {"1 hop": hop, "10 ms": round(0.01 * sample_rate), "1 s": sample_rate}
+
+
+def time_streaming(model: AudioVAE, audio: torch.Tensor, latent: torch.Tensor, push: int
+                   ) -> tuple[float, float]:
+    """Seconds to stream-encode ``audio`` and stream-decode ``latent`` in pushes of ``push``
+    samples (decode: of the frames those samples make, at least one)."""
+    start = time.perf_counter()
+    encoder = StreamingEncoder(model)
+    for block in audio.split(push, dim=-1):
+        encoder.push(block)
+    encoder.flush()
+    encode_s = time.perf_counter() - start
+    start = time.perf_counter()
+    decoder = StreamingDecoder(model)
+    for frames in latent.split(max(1, push // model.hop_length), dim=-1):
+        decoder.push(frames)
+    return encode_s, time.perf_counter() - start
+
+
+def run_streaming_benchmark(overrides: list[str]) -> None:
+    """Prints streaming encode/decode speed (× real time, one thread) of an untrained causal
+    model of ``overrides`` of the default config, and its latency and receptive field."""
+    config = load_config(overrides=["model.causal=true", *overrides])
+    cfg = config.model
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = AudioVAE(cfg).eval()
+    facts = model_facts(model)
+    audio = 0.1 * torch.randn(cfg.audio_channels, round(STREAM_SECONDS * cfg.sample_rate))
+    with torch.inference_mode():
+        latent = model.encode(audio[None]).mean[0]
+    print(f"torch {torch.__version__}, 1 thread, load average {os.getloadavg()[0]:.2f}; "
+          f"causal model, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
+          f"{cfg.lstm_layers} LSTM layers, hop {cfg.hop_length}, {cfg.audio_channels} channel(s) "
+          f"at {cfg.sample_rate} Hz, {STREAM_SECONDS:g} s streamed")
+    print(f"latency {facts['latency_ms']:.2f} ms ({facts['latency_samples']} samples), receptive "
+          f"field {facts['receptive_field_samples']} samples "
+          f"({facts['receptive_field_samples'] * 1000 / cfg.sample_rate:.1f} ms)")
+    time_streaming(model, audio[:, : 4 * cfg.hop_length], latent[:, :4], cfg.hop_length)  # warm-up
+    with torch.inference_mode():  # the model's own cost, for comparison: one call, whole signal
+        offline_s = _median_time(lambda: model.decode(latent[None]), repeats=1)
+    print(f"offline (whole signal):          decode {STREAM_SECONDS / offline_s:7.1f}x real time")
+    for label, push in stream_push_sizes(cfg.hop_length, cfg.sample_rate).items():
+        encode_s, decode_s = time_streaming(model, audio, latent, push)
+        print(f"push {label:5} ({push:5d} samples): encode {STREAM_SECONDS / encode_s:7.1f}x, "
+              f"decode {STREAM_SECONDS / decode_s:7.1f}x real time (goal >= {STREAM_GOAL}x)")

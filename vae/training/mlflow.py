@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from pytorch_lightning.loggers import MLFlowLogger
 
 from vae.config import VAEConfig
-from vae.metrics import METRICS
+from vae.metric_table import METRICS
 
 DEFAULT_TRACKING_DB = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"  # beside a sqlite store, for single runs and sweeps alike

@@ -1,8 +1,10 @@
 """The LightningModule: one generator step per batch, an optional discriminator step, and the
-weight-independent validation metrics."""
+weight-independent validation metrics. With ``loss.balancer.enabled`` the generator's gradient at
+the reconstruction comes from the balancer (vae/losses/balancer.py) instead of the weighted sum."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -10,10 +12,12 @@ import pytorch_lightning as pl
 import torch
 
 from vae.config import VAEConfig
-from vae.losses import ReconstructionLoss, weighted_sum
+from vae.losses import ENCODER_TERMS, ReconstructionLoss, weighted_sum
 from vae.losses.adversarial import AdversarialLoss
+from vae.losses.balancer import Balancer
 from vae.loudness import normalize_loudness
-from vae.metrics import METRICS, SAMPLED_SUFFIX, active_units, distortions
+from vae.metric_table import METRICS, SAMPLED_SUFFIX
+from vae.metrics import active_units, distortions
 from vae.model import AudioVAE, kl_to_kbps
 from vae.training.schedules import WarmupSchedule
 
@@ -36,6 +40,8 @@ class AudioVAEModule(pl.LightningModule):
         kl = config.loss.kl
         self.kl_schedule = WarmupSchedule(kl.start_weight, kl.weight, kl.warmup_steps, kl.warmup_shape)
         self.adversarial_schedule = WarmupSchedule(0.0, 1.0, adv.warmup_steps, "step")
+        balancer = config.loss.balancer
+        self.balancer = Balancer(balancer) if balancer.enabled else None
         # Manual optimisation always: the discriminator steps on its own optimiser, and one
         # generator step per batch keeps global_step == batches == the unit of every warmup.
         self.automatic_optimization = False
@@ -61,6 +67,8 @@ class AudioVAEModule(pl.LightningModule):
     def compute_losses(self, audio: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, Any]:
         """Named unweighted losses, their weighted total, and the model output."""
         output = self.model(audio)
+        if self.balancer is not None:  # the balancer's gradients are taken in fp32
+            output = dataclasses.replace(output, reconstruction=output.reconstruction.float())
         weights = self.loss_weights()
         losses = self.reconstruction_loss(output.reconstruction, audio, output.posterior,
                                           weights["kl"])
@@ -72,13 +80,14 @@ class AudioVAEModule(pl.LightningModule):
         audio = batch
         step = self.global_step
         losses, total, output = self.compute_losses(audio)
-        if not torch.isfinite(total):
-            values = {k: float(v.detach()) for k, v in losses.items()}
+        objective, balancer_logs = self.generator_objective(losses, total, output.reconstruction)
+        if not (torch.isfinite(total) and torch.isfinite(objective)):
+            values = {k: float(v.detach()) for k, v in {**losses, **balancer_logs}.items()}
             raise NonFiniteLossError(f"non-finite loss at step {step}: total={float(total)} {values}")
 
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(total)
+        self.manual_backward(objective)
         if self.config.trainer.gradient_clip > 0:
             self.clip_gradients(optimizer, gradient_clip_val=self.config.trainer.gradient_clip,
                                 gradient_clip_algorithm="norm")
@@ -89,6 +98,7 @@ class AudioVAEModule(pl.LightningModule):
         if self.adversarial_active() and step % self.config.adversarial.update_every == 0:
             disc = self.adversarial.discriminator_step(audio, output.reconstruction.detach())
             logs.update({f"train/{name}": value for name, value in disc.items()})
+        logs.update(balancer_logs)
         logs["train/loss"] = total.detach()
         logs["train/kl_weight"] = self.kl_schedule.value()
         logs["train/lr"] = optimizer.param_groups[0]["lr"]
@@ -99,6 +109,26 @@ class AudioVAEModule(pl.LightningModule):
 
         self.kl_schedule.step()
         self.adversarial_schedule.step()
+
+    def generator_objective(self, losses: dict[str, torch.Tensor], total: torch.Tensor,
+                            reconstruction: torch.Tensor,
+                            ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The scalar to backpropagate and the balancer's logs. Without the balancer: ``total``.
+
+        With it: a scalar whose gradient at the reconstruction is the balanced gradient, plus the
+        encoder's weighted terms. One ``manual_backward`` of it lets Lightning's precision plugin
+        scale it like any loss (16-mixed's grad scaler), which ``reconstruction.backward`` would not."""
+        if self.balancer is None:
+            return total, {}
+        weights = self.loss_weights()
+        decoder_losses = {name: v for name, v in losses.items() if name not in ENCODER_TERMS}
+        balanced = self.balancer(decoder_losses, weights, reconstruction)
+        encoder_terms = weighted_sum({name: v for name, v in losses.items() if name in ENCODER_TERMS},
+                                     weights)
+        objective = (reconstruction * balanced.gradient).sum() + encoder_terms
+        logs = {f"balancer/share_{name}": share.detach() for name, share in balanced.shares.items()}
+        logs.update({f"balancer/norm_{name}": norm.detach() for name, norm in balanced.norms.items()})
+        return objective, logs
 
     def configure_optimizers(self) -> dict[str, Any]:
         optim = self.config.optim
@@ -125,6 +155,8 @@ class AudioVAEModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["schedules"] = {"kl": self.kl_schedule.state_dict(),
                                    "adversarial": self.adversarial_schedule.state_dict()}
+        if self.balancer is not None:
+            checkpoint["balancer"] = self.balancer.state_dict()
         if self.adversarial is not None:
             checkpoint["discriminator_optimizer"] = self.adversarial.optimizer_state_dict()
 
@@ -134,6 +166,8 @@ class AudioVAEModule(pl.LightningModule):
             self.kl_schedule.load_state_dict(schedules["kl"])
         if "adversarial" in schedules:
             self.adversarial_schedule.load_state_dict(schedules["adversarial"])
+        if self.balancer is not None and "balancer" in checkpoint:  # absent from old checkpoints
+            self.balancer.load_state_dict(checkpoint["balancer"])
         if self.adversarial is not None and "discriminator_optimizer" in checkpoint:
             self.adversarial.load_optimizer_state_dict(checkpoint["discriminator_optimizer"])
 

@@ -16,7 +16,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from vae.config import ConfigError, VAEConfig
 from vae.data.datamodule import build_datamodule
-from vae.metrics import METRICS
+from vae.metric_table import METRICS
 from vae.training.callbacks import AudioExamplesToMLflow
 from vae.training.host_memory import retain_freed_memory
 from vae.training.mlflow import build_mlflow_logger
