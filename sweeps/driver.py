@@ -244,6 +244,7 @@ def run_sweep(space: Any, paths: SweepPaths, *, tracking_uri: str | None = None,
 def sweep_summary(results: Any, outcomes: dict[str, tuple[str, str | None]], space: Any,
                   paths: SweepPaths, track: SweepTracking) -> dict[str, Any]:
     """What the sweep did (counts per outcome, the best trial), with Optuna's orphans failed."""
+    from sweeps.progress import SweepView
     from sweeps.search import fail_orphaned_trials
 
     summary: dict[str, Any] = {
@@ -255,11 +256,24 @@ def sweep_summary(results: Any, outcomes: dict[str, tuple[str, str | None]], spa
     ok = [r for r in results if not r.error and trial_value(r.metrics) is not None]
     if ok:
         best = ranked(ok, space.spec.objective.mode, lambda r: trial_value(r.metrics))[0]
+        step = best.metrics.get(BEST_STEP, best.metrics.get("step"))
         summary["best"] = {"trial_id": best.metrics.get("trial_id"),
-                           BEST_OBJECTIVE: trial_value(best.metrics),
-                           BEST_STEP: best.metrics.get(BEST_STEP, best.metrics.get("step")),
-                           "config": dict(best.config)}
+                           BEST_OBJECTIVE: trial_value(best.metrics), BEST_STEP: step,
+                           "config": dict(best.config),
+                           "beside": report_at(best, step, SweepView.of(space).beside_objective())}
     return summary
+
+
+def report_at(result: Any, step: int | None, keys: tuple[str, ...]) -> dict[str, float]:
+    """``keys`` of the trial's report at ``step`` (its best), where it reported them."""
+    frame = result.metrics_dataframe
+    if frame is None or step is None or "step" not in frame:
+        return {}
+    rows = frame[frame["step"] == step]
+    if not len(rows):
+        return {}
+    row = rows.iloc[-1]
+    return {key: float(row[key]) for key in keys if key in row and row[key] == row[key]}
 
 
 def record_sweep_end(track: SweepTracking, outcomes: dict[str, tuple[str, str | None]],

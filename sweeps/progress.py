@@ -25,7 +25,7 @@ from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, OBJECTIVE, OUTCOMES, STATE
                            SweepPaths, ranked, trial_outcome, trial_value)
 from sweeps.trial import rate_penalty_words
 from vae.cli.common import runnable
-from vae.metric_table import METRICS
+from vae.metric_table import METRIC_BY_KEY, METRICS, SAMPLED_SUFFIX
 from vae.training.mlflow import runs_page
 
 SAMPLERS = {"tpe": "TPE", "gp": "Gaussian process", "nsga2": "NSGA-II", "random": "random"}
@@ -78,6 +78,14 @@ class SweepView:
     def ranked_by(self) -> str:
         """What the objective value is: the metric, or the metric with its rate penalty."""
         return f"objective ({self.objective} {self.rate_budget})" if self.rate_budget else self.objective
+
+    def beside_objective(self) -> tuple[str, ...]:
+        """Result keys a person reads beside the ranked metric, at the same report: the waveform's
+        fidelity (SI-SDR of the same decoding: a mel distance alone cannot tell a reconstruction
+        from noise with the right envelope) and the rate."""
+        decoding = SAMPLED_SUFFIX if self.objective.endswith(SAMPLED_SUFFIX) else ""
+        keys = (METRICS["si_sdr" + decoding].key, METRICS["kl_kbps"].key)
+        return tuple(key for key in keys if key != self.objective)
 
     def metric_columns(self) -> dict[str, str]:
         """Result key -> column label: the objective under its own name, and with a rate budget
@@ -287,8 +295,11 @@ def end_summary(summary: dict[str, Any], paths: SweepPaths, space: Any) -> str:
     if best:
         values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in best.get("config", {}).items())
+        there = ", ".join(f"{key} {value:.4g} {METRIC_BY_KEY[key].unit}".rstrip()
+                          for key, value in (best.get("beside") or {}).items())
         lines += [f"Best: trial_{best['trial_id']}  {view.ranked_by} "
-                  f"{best[BEST_OBJECTIVE]:.4g} at step {best.get(BEST_STEP)}", f"  {values}"]
+                  f"{best[BEST_OBJECTIVE]:.4g} at step {best.get(BEST_STEP)}"
+                  + (f" (there: {there})" if there else ""), f"  {values}"]
     else:
         lines.append("No trial reported a result: see the errors above.")
     if summary.get("report"):

@@ -98,11 +98,15 @@ def test_end_summary_gives_the_best_and_the_next_commands(space, tmp_path):
     summary = {"sweep": "smoke", "trials": {"completed": 3, "pruned": 5}, "experiment_id": "7",
                "mlflow": {"tracking_uri": "sqlite:////data/mlflow.db", "parent_run_id": "p"},
                "best": {"trial_id": "abc", "best_objective": 3.419, "best_step": 40,
-                        "config": {"optim.lr": 0.0026}},
+                        "config": {"optim.lr": 0.0026},
+                        "beside": {"val/si_sdr_sampled": 6.854, "val/kl_kbps": 34.23}},
                "report": str(tmp_path / "smoke" / "report")}
     text = end_summary(summary, paths, space)
     assert text.startswith("Sweep smoke finished: 8 trials, 3 completed, 5 pruned, 0 failed")
-    assert "Best: trial_abc  val/mel_distance_sampled 3.419 at step 40" in text
+    assert ("Best: trial_abc  val/mel_distance_sampled 3.419 at step 40 (there: val/si_sdr_sampled "
+            "6.854 dB, val/kl_kbps 34.23 kbit/s)") in text
+    # a mel distance alone cannot tell a reconstruction from a hum: SI-SDR of the same decoding
+    assert SweepView.of(space).beside_objective() == ("val/si_sdr_sampled", "val/kl_kbps")
     venv = Path(sys.executable).parent
     commands = next_commands(summary, paths)
     assert commands[:4] == [

@@ -191,6 +191,15 @@ def reports_by_trial(sweep) -> dict[str, list[dict]]:
     return {trial_id: lines for trial_id, lines in reports.items() if lines}
 
 
+def test_the_summary_reads_the_best_reports_si_sdr_and_rate_beside_its_objective(sweep):
+    best = sweep["summary"]["best"]
+    reports = reports_by_trial(sweep)[best["trial_id"]]
+    there = [r for r in reports if r["step"] == best[BEST_STEP]][-1]
+    assert there["val/mel_distance"] == best[BEST_OBJECTIVE]
+    # the objective decodes the mean, so SI-SDR of the mean; values of that report, not the last
+    assert best["beside"] == {"val/si_sdr": there["val/si_sdr"], "val/kl_kbps": there["val/kl_kbps"]}
+
+
 def best_report(reports: list[dict]) -> dict:
     """The report with the lowest objective (mode min), the earliest on ties: computed here from
     the raw reports, independently of the code under test."""
