@@ -28,8 +28,8 @@ from pathlib import Path
 from vae.cli.common import (add_model_runtime, add_out, build_parser, exits_on_user_error, fail,
                             run, writable_problem)
 from vae.inference import (DEFAULT_CHUNK_SECONDS, MAX_SAMPLE_RATE, Bundle, Latents,
-                           decode_to_file, describe_timing, find_latent_files, is_stdio,
-                           load_model, require_causal)
+                           decode_to_file, find_latent_files, is_stdio,
+                           load_model, require_causal, timing_line)
 
 STDOUT_FORMAT = "au"  # the lossless format libsndfile writes to a pipe (see the docstring)
 
@@ -121,12 +121,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                        sample=args.sample,
                                        out_sample_rate=output_rate(args.sample_rate, latents),
                                        subtype=args.subtype, chunk_seconds=args.chunk_seconds,
-                                       seed=args.seed, stream=args.stream,
+                                       seed=args.seed,
                                        format=args.format or STDOUT_FORMAT if to_stdout else None)
         print(f"{file} -> {'stdout' if to_stdout else path}  ({written} samples)",
               file=sys.stderr if to_stdout else sys.stdout)
     for spec, bundle in bundles.items():  # after the work: a refusal stays one line on stderr
-        print(f"model {spec}: {describe_timing(bundle)}", file=sys.stderr)
+        print(timing_line(spec, bundle), file=sys.stderr)
     return 0
 
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from vae.cli.common import (add_model_runtime, add_out, build_parser, exits_on_user_error, fail,
                             run, writable_problem)
-from vae.inference import (DEFAULT_CHUNK_SECONDS, AudioError, Bundle, audio_info,
-                           describe_timing, encode_file, encode_file_streaming, find_audio_files,
-                           is_stdio, load_model, require_causal, weights_fingerprint)
+from vae.inference import (DEFAULT_CHUNK_SECONDS, AudioError, audio_info, encode_file,
+                           encode_file_streaming, find_audio_files, is_stdio, load_model,
+                           require_causal, timing_line, weights_fingerprint)
 
 
 def output_paths(inputs: list[str], files: list[Path], out: Path) -> list[Path]:
@@ -54,12 +54,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def say_timing(spec: str, bundle: Bundle) -> None:
-    """The model's latency and receptive field on stderr, once the work is done (a refusal stays
-    the one line on stderr)."""
-    print(f"model {spec}: {describe_timing(bundle)}", file=sys.stderr)
-
-
 def summary(source: str, out: Path, metadata: dict) -> str:
     return (f"{source} -> {out}  ({metadata['latent_dim']}x{metadata['frames']} latents, "
             f"{metadata['length'] / metadata['sample_rate']:.2f} s, {metadata['kl_kbps']:.3f} kbps)")
@@ -84,7 +78,7 @@ def encode_streaming(args: argparse.Namespace) -> int:
         audio_info(source, bundle.config.model.audio_channels)
     metadata = encode_file_streaming(bundle, source, out, args.chunk_seconds)
     print(summary(metadata["source"]["name"], out, metadata))
-    say_timing(args.model, bundle)
+    print(timing_line(args.model, bundle), file=sys.stderr)  # last: a refusal stays one line
     return 0
 
 
@@ -107,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         latents = encode_file(bundle, file, args.chunk_seconds, fingerprint)
         latents.save(out)
         print(summary(str(file), out, latents.metadata))
-    say_timing(args.model, bundle)
+    print(timing_line(args.model, bundle), file=sys.stderr)  # last: a refusal stays one line
     return 0
 
 

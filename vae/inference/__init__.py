@@ -5,7 +5,7 @@
 * ``audio_io``: reading (streamed, resampled, channel-adapted) and writing audio files;
 * ``streaming``: chunked encode/decode with receptive-field context (no seams, bounded memory);
 * ``stream_encode``: ``vae-encode --stream``, a causal model's streaming encoder over a file or
-  stdin (``vae.model.streaming`` streams; ``decode_to_file(stream=True)`` decodes that way);
+  stdin (``vae.model.streaming`` streams; ``decode_stream`` decodes causal models that way);
 * ``latents``: the latent file format, ``encode_file`` and ``decode_to_file``;
 * ``scoring``: the training validation's metrics on reconstructions of whole files;
 * ``mlflow_model``: a bundle as an MLflow pyfunc model (imported on its own: MLflow is slow).
@@ -17,7 +17,7 @@ from vae.inference.audio_io import (AUDIO_EXTENSIONS, MAX_SAMPLE_RATE, STDIO, Au
                                     find_audio_files, is_stdio, read_audio, resample,
                                     stream_audio, write_audio)
 from vae.inference.bundle import (FACTS_FILE, REQUIRED_FILES, WEIGHTS_FILE, Bundle, BundleError,
-                                  bundle_from_checkpoint, describe_timing, load_bundle,
+                                  bundle_from_checkpoint, describe_timing, load_bundle, timing_line,
                                   load_checkpoint_model, model_facts, model_summary,
                                   require_causal, save_bundle, weights_fingerprint)
 from vae.inference.latents import (LATENT_FORMAT, LatentFileError, Latents, decode_to_file,
@@ -37,7 +37,7 @@ __all__ = [
     "adapt_channels", "audio_info", "find_audio_files", "is_stdio", "read_audio", "resample",
     "stream_audio", "write_audio",
     "FACTS_FILE", "REQUIRED_FILES", "WEIGHTS_FILE", "Bundle", "BundleError",
-    "bundle_from_checkpoint", "describe_timing", "is_model_uri", "load_bundle",
+    "bundle_from_checkpoint", "describe_timing", "timing_line", "is_model_uri", "load_bundle",
     "load_checkpoint_model", "load_model", "model_facts", "model_spec", "model_summary",
     "require_causal", "save_bundle", "weights_fingerprint",
     "LATENT_FORMAT", "LatentFileError", "Latents", "decode_to_file", "encode_file",

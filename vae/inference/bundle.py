@@ -87,14 +87,18 @@ def bundle_facts(bundle: Bundle) -> dict[str, Any]:
     return bundle.facts
 
 
-def describe_timing(bundle: Bundle) -> str:
-    """The model's facts in one line, for stderr."""
-    facts = bundle_facts(bundle)
+def describe_timing(facts: dict[str, Any], sample_rate: int) -> str:
+    """A model's facts (``model_facts``) in one line, for people."""
     span = facts["receptive_field_samples"]
     return (f"{'causal (streamable)' if facts['causal'] else 'not causal'}, "
             f"{facts['lstm_layers']} LSTM layers, latency {facts['latency_ms']:.2f} ms "
             f"({facts['latency_samples']} samples), receptive field {span} samples "
-            f"({span * 1000 / bundle.config.model.sample_rate:.1f} ms)")
+            f"({span * 1000 / sample_rate:.1f} ms)")
+
+
+def timing_line(spec: str, bundle: Bundle) -> str:
+    """``model SPEC: <its facts>``, the line vae-encode and vae-decode end with on stderr."""
+    return f"model {spec}: {describe_timing(bundle_facts(bundle), bundle.config.model.sample_rate)}"
 
 
 def require_causal(bundle: Bundle, name: str) -> None:

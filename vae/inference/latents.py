@@ -30,7 +30,6 @@ from vae.inference.loading import is_model_uri, model_spec
 from vae.inference.scoring import kl_nats_summed_over_frames, rate_metrics
 from vae.inference.streaming import (DEFAULT_CHUNK_SECONDS, SampleCounter, chunk_frames_for,
                                      decode_stream, encode_stream, take)
-from vae.model.streaming import StreamingDecoder
 from vae.user_files import MAX_BYTES, UserFileError, parse_json
 
 LATENT_FORMAT = "vae-latents/1"
@@ -248,21 +247,16 @@ def encode_file(bundle: Bundle, source: AudioSource, chunk_seconds: float = DEFA
 def decode_to_file(bundle: Bundle, latents: Latents, path: str | Path, *, sample: bool = False,
                    out_sample_rate: int | None = None, subtype: str | None = None,
                    chunk_seconds: float = DEFAULT_CHUNK_SECONDS, seed: int | None = None,
-                   stream: bool = False, format: str | None = None) -> tuple[Path, int]:
+                   format: str | None = None) -> tuple[Path, int]:
     """Decode (posterior mean, or a sample of it) chunk by chunk into an audio file (``-``:
-    stdout, in ``format``). ``stream``: through ``StreamingDecoder`` (causal models), each chunk
-    decoded without context, as it would arrive; else chunked with context on both sides."""
+    stdout, in ``format``): a causal model through its streaming decoder, each chunk as it would
+    arrive; any other chunked with context on both sides (``decode_stream``)."""
     latent = latents.mean
     if sample:
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         latent = latents.mean + latents.std * torch.randn(latents.std.shape, generator=generator)
     model = bundle.model
-    frames = chunk_frames_for(model, chunk_seconds)
-    if stream:
-        decoder = StreamingDecoder(model)
-        pieces = (decoder.push(part) for part in latent.split(frames, dim=-1))
-    else:
-        pieces = decode_stream(model, latent, frames)
+    pieces = decode_stream(model, latent, chunk_frames_for(model, chunk_seconds))
     path, written = write_audio(path, take(pieces, latents.length),
                                 bundle.config.model.sample_rate, out_sample_rate, subtype, format)
     if written == 0:  # write_audio opens the file on the first block: nothing was written

@@ -27,34 +27,15 @@ DEFAULT_CHUNK_SECONDS = 10.0
 Net = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _convs(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    for m in module.modules():
-        if isinstance(m, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)):
-            yield m
-
-
 def encoder_context_frames(model: AudioVAE) -> int:
-    """Latent frames of audio context each side of a chunk that cover the encoder's receptive
-    field. An upper bound: every conv's span is added as if they were all in series."""
-    span, jump = 1, 1
-    for conv in _convs(model.encoder):
-        span += (conv.kernel_size[0] - 1) * conv.dilation[0] * jump
-        jump *= conv.stride[0]
-    return math.ceil(span / model.hop_length) + 1
+    """Latent frames of audio context each side of a chunk that cover the encoder's convolutions
+    (from their index arithmetic, ``vae.model.streaming.dependency_span``)."""
+    return _units_of_context(model.encoder, model.hop_length, 1)
 
 
 def decoder_context_frames(model: AudioVAE) -> int:
-    """Latent frames of context each side of a chunk that cover the decoder's receptive field."""
-    span, scale = 0.0, 1.0  # scale: samples per latent frame at the current layer
-    for conv in _convs(model.decoder):
-        k, s = conv.kernel_size[0], conv.stride[0]
-        if isinstance(conv, torch.nn.ConvTranspose1d):
-            span += math.ceil(k / s) / scale  # an output sample sees ceil(k / s) inputs
-            scale *= s
-        else:
-            span += (k - 1) * conv.dilation[0] / scale
-            scale /= s
-    return math.ceil(span) + 1
+    """Latent frames of context each side of a chunk that cover the decoder's convolutions."""
+    return _units_of_context(model.decoder, 1, model.hop_length)
 
 
 def chunk_frames_for(model: AudioVAE, chunk_seconds: float) -> int:
@@ -179,7 +160,6 @@ def decode_stream(model: AudioVAE, latent: torch.Tensor, chunk_frames: int,
     ``[latent_dim, frames]``, in order, computed chunk by chunk with latent context."""
     hop = model.hop_length
     device = next(model.parameters()).device
-    frames = latent.shape[-1]
     pieces = latent.split(chunk_frames, dim=-1)
     if model.config.causal and context_frames is None:
         decoder = StreamingDecoder(model)
@@ -190,11 +170,8 @@ def decode_stream(model: AudioVAE, latent: torch.Tensor, chunk_frames: int,
             model.decoder.net, pieces, 1, hop, chunk_frames, context_frames, device))
         return
     context = decoder_context_frames(model) if context_frames is None else context_frames
-    for frame in range(0, frames, chunk_frames):
-        stop = min(frames, frame + chunk_frames)
-        start, end = max(0, frame - context), min(frames, stop + context)
-        audio = model.decode(latent[None, :, start:end].to(device))[0]
-        yield audio[:, (frame - start) * hop: (stop - start) * hop].float().cpu()
+    yield from (audio.float().cpu() for audio in _in_chunks(
+        model.decode, pieces, 1, hop, chunk_frames, context, device))
 
 
 def encode_audio(model: AudioVAE, audio: torch.Tensor, chunk_seconds: float = DEFAULT_CHUNK_SECONDS

@@ -41,7 +41,7 @@ from vae.data.datamodule import (
     build_datamodule,
     measure_loader_throughput,
 )
-from vae.inference import model_facts, save_bundle
+from vae.inference import describe_timing, model_facts, save_bundle
 from vae.model import AudioVAE
 from vae.model.streaming import StreamingDecoder, StreamingEncoder
 from vae.training.host_memory import retain_freed_memory
@@ -292,7 +292,6 @@ def run_streaming_benchmark(overrides: list[str]) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = AudioVAE(cfg).eval()
-    facts = model_facts(model)
     audio = 0.1 * torch.randn(cfg.audio_channels, round(STREAM_SECONDS * cfg.sample_rate))
     with torch.inference_mode():
         latent = model.encode(audio[None]).mean[0]
@@ -300,9 +299,7 @@ def run_streaming_benchmark(overrides: list[str]) -> None:
           f"causal model, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
           f"{cfg.lstm_layers} LSTM layers, hop {cfg.hop_length}, {cfg.audio_channels} channel(s) "
           f"at {cfg.sample_rate} Hz, {STREAM_SECONDS:g} s streamed")
-    print(f"latency {facts['latency_ms']:.2f} ms ({facts['latency_samples']} samples), receptive "
-          f"field {facts['receptive_field_samples']} samples "
-          f"({facts['receptive_field_samples'] * 1000 / cfg.sample_rate:.1f} ms)")
+    print(describe_timing(model_facts(model), cfg.sample_rate))
     time_streaming(model, audio[:, : 4 * cfg.hop_length], latent[:, :4], cfg.hop_length)  # warm-up
     with torch.inference_mode():  # the model's own cost, for comparison: one call, whole signal
         offline_s = _median_time(lambda: model.decode(latent[None]), repeats=1)
