@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from sweeps.objectives import at_best_report, constraints_to_state, goals_to_state
 from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, OBJECTIVE, SweepPaths, ranked, trial_dirname,
                            record_outcomes, trial_id_of, trial_outcome, trial_value,
                            update_state)
@@ -98,13 +99,18 @@ def open_tracking(space: Any, paths: SweepPaths, tracking_uri: str | None,
     parent_run_id = tracking.open_parent_run(client, experiment_id, paths.name, state_dir)
     update_state(state_dir, interrupted=False, tracking_uri=tracking_uri, study_name=paths.name, max_t=space.max_t,
                  time_attr=spec.scheduler.time_attr, mode=spec.objective.mode,
-                 objective=spec.objective.metric, experiment_dir=paths.experiment_dir)
+                 objective=spec.objective.metric, experiment_dir=paths.experiment_dir,
+                 objectives=goals_to_state(space.goals) if space.multi_objective else None,
+                 constraints=constraints_to_state(space.constraints))
     if not resume:
         client.log_text(parent_run_id, space.raw_text, f"search_space/{space.path.name}")
         client.log_text(parent_run_id, space.base_config.to_yaml(), "base_config.yaml")
         for key, value in {"space": str(space.path), "num_samples": spec.num_samples,
                            "objective": spec.objective.metric, "sampler": spec.searcher.sampler,
-                           "scheduler": spec.scheduler.type}.items():
+                           "scheduler": spec.scheduler.type,
+                           "objectives": ", ".join(f"{g.metric} ({g.mode})" for g in space.goals),
+                           "constraints": "; ".join(c.words() for c in space.constraints) or "none"
+                           }.items():
             client.log_param(parent_run_id, key, value)
     return SweepTracking(client, tracking_uri, experiment_id, parent_run_id)
 
@@ -138,7 +144,8 @@ def make_trainable(space: Any, paths: SweepPaths, track: SweepTracking) -> Any:
         objective_metric=spec.objective.metric, mode=spec.objective.mode,
         max_kbps=budget.max_kbps if budget else None,
         penalty_per_kbps=budget.penalty_per_kbps if budget else 1.0,
-        cpus_per_trial=spec.resources.cpu, json_params=space.json_params)
+        cpus_per_trial=spec.resources.cpu, json_params=space.json_params,
+        constraints=tuple(space.constraints))
     return tune.with_resources(tune.with_parameters(run_trial, context=context),
                                {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
@@ -230,7 +237,8 @@ def run_sweep(space: Any, paths: SweepPaths, *, tracking_uri: str | None = None,
         build_report(paths, paths.report_dir)
         summary["report"] = str(paths.report_dir)
     try:
-        record_sweep_end(track, outcomes, summary.get("best"), summary.get("report"))
+        record_sweep_end(track, outcomes, summary.get("best"), summary.get("report"),
+                         summary.get("front"))
     except Exception as exc:
         unrecorded = [r.metrics.get("mlflow_run_id") for r in results if r.metrics
                       and r.metrics.get("trial_id") not in status_callback.recorded]
@@ -244,6 +252,7 @@ def run_sweep(space: Any, paths: SweepPaths, *, tracking_uri: str | None = None,
 def sweep_summary(results: Any, outcomes: dict[str, tuple[str, str | None]], space: Any,
                   paths: SweepPaths, track: SweepTracking) -> dict[str, Any]:
     """What the sweep did (counts per outcome, the best trial), with Optuna's orphans failed."""
+    from sweeps.pareto import front_summary, pareto_front
     from sweeps.progress import SweepView
     from sweeps.search import fail_orphaned_trials
 
@@ -261,6 +270,10 @@ def sweep_summary(results: Any, outcomes: dict[str, tuple[str, str | None]], spa
                            BEST_OBJECTIVE: trial_value(best.metrics), BEST_STEP: step,
                            "config": dict(best.config),
                            "beside": report_at(best, step, SweepView.of(space).beside_objective())}
+    if space.multi_objective:
+        summary["front"] = front_summary(pareto_front(
+            ok, lambda r: at_best_report(r.metrics), space.goals, space.constraints),
+            lambda r: r.metrics.get("trial_id"), space.constraints)
     return summary
 
 
@@ -277,7 +290,8 @@ def report_at(result: Any, step: int | None, keys: tuple[str, ...]) -> dict[str,
 
 
 def record_sweep_end(track: SweepTracking, outcomes: dict[str, tuple[str, str | None]],
-                     best: dict[str, Any] | None, report_dir: str | None) -> None:
+                     best: dict[str, Any] | None, report_dir: str | None,
+                     front: dict[str, Any] | None = None) -> None:
     """The sweep's end in MLflow: every trial's run with its final status, the sweep's best, the
     report, and the parent run FINISHED last (so a parent still RUNNING says something is
     missing)."""
@@ -287,6 +301,9 @@ def record_sweep_end(track: SweepTracking, outcomes: dict[str, tuple[str, str | 
     if best:
         tracking.log_sweep_best(track.client, track.experiment_id, track.parent_run_id,
                                 best["trial_id"], best[BEST_OBJECTIVE])
+    if front:
+        from sweeps.pareto import log_front
+        log_front(track.client, track.parent_run_id, front)
     if report_dir:
         track.client.log_artifacts(track.parent_run_id, report_dir, "report")
     track.client.set_terminated(track.parent_run_id, "FINISHED")

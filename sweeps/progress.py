@@ -1,32 +1,28 @@
 """What a person running a sweep reads: the live view in the sweep's own terms (a Ray Tune
 ``CLIReporter``: searcher and scheduler named, searched values as columns, n of M trials done with
-an estimate, pruned shown as pruned, the best so far by the report's rule), the driver's quiet
-logs, the parent run's description, and the end-of-sweep summary with the next commands."""
+an estimate, pruned shown as pruned, the best so far by the report's rule, the front of a
+multi-objective sweep), the driver's quiet logs and the parent run's description. The end of a
+sweep is sweeps/summary.py's."""
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import logging
 import os
-import shlex
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ray.tune import CLIReporter
 from ray.tune.result import TRAINING_ITERATION
 from tabulate import tabulate
 
-from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, OBJECTIVE, OUTCOMES, STATE_DIR_ENV,
-                           SweepPaths, ranked, trial_outcome, trial_value)
+from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, OBJECTIVE, OUTCOMES, SweepPaths, ranked,
+                           trial_outcome, trial_value)
+from sweeps.objectives import (INFEASIBLE_WORDS, Constraint, Goal, at_best_report, ranking_words,
+                               shown_value)
 from sweeps.trial import rate_penalty_words
-from vae.cli.common import runnable
-from vae.metric_table import METRIC_BY_KEY, METRICS, SAMPLED_SUFFIX
-from vae.training.mlflow import runs_page
+from vae.metric_table import METRICS, SAMPLED_SUFFIX
 
 SAMPLERS = {"tpe": "TPE", "gp": "Gaussian process", "nsga2": "NSGA-II", "random": "random"}
 LIVE_STATES = {"RUNNING": "running", "PENDING": "pending", "PAUSED": "paused"}
@@ -55,6 +51,8 @@ class SweepView:
     max_t: int
     total: int
     params: tuple[str, ...]
+    goals: tuple[Goal, ...] = ()  # several: a multi-objective sweep
+    constraints: tuple[Constraint, ...] = ()
 
     @classmethod
     def of(cls, space: Any, name: str | None = None) -> SweepView:
@@ -72,12 +70,28 @@ class SweepView:
         penalty = rate_penalty_words(budget.max_kbps, budget.penalty_per_kbps) if budget else ""
         return cls(name or space.name, spec.description, searcher + ")", scheduler,
                    spec.objective.metric, spec.objective.mode, penalty, spec.scheduler.time_attr,
-                   space.max_t, spec.num_samples, tuple(spec.params))
+                   space.max_t, spec.num_samples, tuple(spec.params), tuple(space.goals),
+                   tuple(space.constraints))
 
     @property
     def ranked_by(self) -> str:
-        """What the objective value is: the metric, or the metric with its rate penalty."""
-        return f"objective ({self.objective} {self.rate_budget})" if self.rate_budget else self.objective
+        """What the objective value is: the metric, with its rate penalty or constraints."""
+        if self.rate_budget:
+            return f"objective ({self.objective} {self.rate_budget})"
+        if self.constraints:
+            return f"objective ({ranking_words(Goal(self.objective, self.mode), self.constraints)})"
+        return self.objective
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.goals) > 1
+
+    def objectives_line(self) -> str:
+        """``objectives: val/kl_kbps (min), ...; ASHA ranks by the primary ...`` (several only)."""
+        listed = ", ".join(f"{goal.metric} ({goal.mode})" for goal in self.goals)
+        line = (f"objectives (Optuna is told each; the front is over them): {listed}; ASHA and "
+                f"the best trial go by the primary, {self.objective}")
+        return line + (f" ({INFEASIBLE_WORDS})" if self.constraints else "")
 
     def beside_objective(self) -> tuple[str, ...]:
         """Result keys a person reads beside the ranked metric, at the same report: the waveform's
@@ -154,8 +168,20 @@ def best_line(trials: list[Any], view: SweepView) -> str | None:
     result = best.last_result
     values = ", ".join(f"{short_name(p)}={best.config.get(p):.3g}" if isinstance(
         best.config.get(p), float) else f"{short_name(p)}={best.config.get(p)}" for p in view.params)
-    return (f"best so far: {best} {view.ranked_by} {trial_value(result):.4g} at step "
+    return (f"best so far: {best} {view.ranked_by} {shown_value(trial_value(result))} at step "
             f"{result.get(BEST_STEP)} ({values})")
+
+
+def front_line(trials: list[Any], view: SweepView) -> str | None:
+    """The front so far over the objectives and its hypervolume (a multi-objective sweep)."""
+    from sweeps.pareto import describe_front, pareto_front
+
+    if not view.multi_objective:
+        return None
+    reported = [t for t in trials if t.status != "ERROR" and t.last_result]
+    front = pareto_front(reported, lambda t: at_best_report(t.last_result), view.goals,
+                         view.constraints)
+    return "front so far: " + describe_front(front, str)
 
 
 class SweepReporter(CLIReporter):
@@ -177,9 +203,9 @@ class SweepReporter(CLIReporter):
                  progress_line(states, self._total_samples or view.total,
                                time.time() - (self._start_time or time.time()))]
         lines += [s for s in sys_info if "resource usage" in s]  # Ray's CPU/GPU line
-        best = best_line(trials, view)
-        if best:
-            lines.append(best)
+        if view.multi_objective:
+            lines.append(view.objectives_line())
+        lines += [line for line in (best_line(trials, view), front_line(trials, view)) if line]
         rows = trial_rows(trials, view, self._parameter_columns, self._metric_columns)
         shown = rows if done else rows[:self._max_progress_rows]
         lines.append(tabulate(shown, headers="keys", tablefmt=fmt, floatfmt=".4g",
@@ -219,9 +245,11 @@ def describe_space(space: Any) -> str:
         for name, param in space.spec.params.items()]
     return "\n\n".join([
         f"**{view.name}**: {view.description or 'no description in the space file'}",
+        (view.objectives_line() + ". " if view.multi_objective else "") +
         f"Objective `{view.objective}`{' ' + view.rate_budget if view.rate_budget else ''} "
-        f"({view.mode}), each trial ranked by its best report. "
-        f"{view.total} trials, {space.spec.max_concurrent_trials} at a time.",
+        f"({view.mode}), each trial ranked by its best report"
+        + (f" ({view.ranked_by}; {INFEASIBLE_WORDS})" if view.constraints else "") +
+        f". {view.total} trials, {space.spec.max_concurrent_trials} at a time.",
         f"Searcher: {view.searcher}. Scheduler: {view.scheduler}.",
         tabulate(rows, headers=["parameter", "distribution"], tablefmt="github")])
 
@@ -241,74 +269,3 @@ def sweep_reporter(space: Any, paths: SweepPaths) -> SweepReporter:
         logging.getLogger(__name__).warning("MLflow: the sweep's description not recorded (%s)",
                                             str(exc).splitlines()[0][:200] if str(exc) else exc)
     return SweepReporter(SweepView.of(space, paths.name))
-
-
-# ---- the end of a sweep --------------------------------------------------------------------------
-
-def extra_requirements(extra: str) -> list[str]:
-    """The requirements of this project's optional ``extra``, as its installed metadata lists them
-    (pyproject.toml is the one place they are written)."""
-    from importlib.metadata import packages_distributions, requires
-
-    marker = f'extra == "{extra}"'
-    found = requires(packages_distributions()["sweeps"][0]) or []
-    return [line.split(";")[0].strip() for line in found if marker in line]
-
-
-def next_commands(summary: dict[str, Any], paths: SweepPaths) -> list[str]:
-    """The commands that look at this sweep next, runnable as printed from any folder (the
-    virtualenv's own scripts, absolute paths; $SWEEP_STATE_DIR carried when it was set)."""
-    state = os.environ.get(STATE_DIR_ENV)
-    prefix = f"{STATE_DIR_ENV}={shlex.quote(str(paths.state_dir.parent))} " if state else ""
-    where = ("--storage-path", paths.storage_path)
-    commands = [prefix + runnable("sweep-report", paths.name, *where),
-                prefix + runnable("sweep-export", paths.name, "-o",
-                                  Path(f"best_{paths.name}").resolve(), *where)]
-    tracking_uri = (summary.get("mlflow") or {}).get("tracking_uri")
-    if tracking_uri and not tracking_uri.startswith("http"):
-        commands.append(runnable("mlflow", "ui", "--backend-store-uri", tracking_uri))
-    if tracking_uri and summary.get("experiment_id"):
-        page = runs_page(tracking_uri, summary["experiment_id"], summary.get("mode", "min"))
-        commands.append(f"  then open {page}")
-    if importlib.util.find_spec("optuna_dashboard") is None:
-        commands.append(shlex.join([sys.executable, "-m", "pip", "install",
-                                    *extra_requirements("dashboard")]))
-    commands.append(runnable("optuna-dashboard", paths.optuna_url))
-    return commands
-
-
-def end_summary(summary: dict[str, Any], paths: SweepPaths, space: Any) -> str:
-    """A few lines for a person: what happened, the best trial, where the report is, what next."""
-    from sweeps.layout import load_state
-
-    view = SweepView.of(space, paths.name)
-    state = load_state(paths.state_dir) if paths.state_file.is_file() else {}
-    summary = {"experiment_id": state.get("experiment_id"), "mode": state.get("mode", "min"),
-               **summary}
-    if summary.get("interrupted"):
-        return f"Sweep {paths.name} stopped early; its results so far: {paths.experiment_dir}\n"
-    counts = summary.get("trials") or {}
-    lines = [f"Sweep {paths.name} finished: {sum(counts.values())} trials, " +
-             ", ".join(f"{counts.get(o, 0)} {o}" for o in OUTCOMES) +
-             (" (pruned: stopped early by ASHA)" if counts.get("pruned") else "") + "."]
-    best = summary.get("best")
-    if best:
-        values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in best.get("config", {}).items())
-        there = ", ".join(f"{key} {value:.4g} {METRIC_BY_KEY[key].unit}".rstrip()
-                          for key, value in (best.get("beside") or {}).items())
-        lines += [f"Best: trial_{best['trial_id']}  {view.ranked_by} "
-                  f"{best[BEST_OBJECTIVE]:.4g} at step {best.get(BEST_STEP)}"
-                  + (f" (there: {there})" if there else ""), f"  {values}"]
-    else:
-        lines.append("No trial reported a result: see the errors above.")
-    if summary.get("report"):
-        lines.append(f"Report: {summary['report']} (trials.md and plots)")
-    lines += ["", "Next:", *(f"  {command}" for command in next_commands(summary, paths))]
-    return "\n".join(lines) + "\n"
-
-
-def print_summary(summary: dict[str, Any], paths: SweepPaths, space: Any, as_json: bool) -> None:
-    """The end of ``sweep-run``: the summary for people, or (--json) the raw one for scripts."""
-    print(json.dumps(summary, indent=2, default=str) if as_json else
-          end_summary(summary, paths, space), end="\n" if as_json else "")

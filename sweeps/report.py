@@ -3,12 +3,17 @@
 Writes ``trials.csv`` (best first by each trial's best objective, with the step it was reached
 at, the metrics of that report, the outcome and the searched values), ``trials.md`` (outcome
 counts, compute spent vs running every trial to max_t, how many trials each analysis used and
-which, parameter importance, then the table), ``summary.json`` (the same numbers),
-``rate_distortion.png`` (every trial at its best report, the best starred, the Pareto front and
-its ids), ``learning_curves.png`` (every trial's objective by step, pruned dashed), ``slice.png``
-(each trial's best objective against each searched value), Optuna's ``parallel_coordinate.png``
-of the completed trials and ``importance.png`` (fANOVA, from enough completed trials only). Each
-figure's title says how many trials it shows."""
+which, the Pareto front, parameter importance, then the table), ``summary.json`` (the same
+numbers), ``front.csv`` (the trials on the front over every objective: for a single-objective
+sweep the rate and its objective; with their hypervolume and its reference point in trials.md),
+``rate_distortion.png`` (every trial at its best report, the best starred, the Pareto front of
+the rate and the sampled mel distance, or a multi-objective sweep's primary objective, and its
+ids), ``front_<a>_vs_<b>.png`` (with three objectives or more: the front of each pair),
+``pareto_optuna.png`` (Optuna's Pareto-front plot of a multi-objective study),
+``learning_curves.png`` (every trial's objective by step, pruned dashed), ``slice.png`` (each
+trial's best objective against each searched value), Optuna's ``parallel_coordinate.png`` of the
+completed trials and ``importance.png`` (fANOVA, from enough completed trials only). Each
+figure's title says how many trials it shows; trials violating a constraint are drawn hollow."""
 
 from __future__ import annotations
 
@@ -24,7 +29,12 @@ from sweeps import report_plots as plots
 from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, OBJECTIVE, OUTCOMES, LayoutError, SweepPaths,
                            add_storage_argument, load_state, objective_mode, ranked, trial_outcome,
                            trial_value)
+from sweeps.objectives import (INFEASIBLE_WORDS, RATE_METRIC, Goal, constraints_from_state,
+                               goals_from_state, ranking_words)
 from sweeps.records import best_result
+from sweeps.report_front import (FRONT_CSV, OPTUNA_PARETO_FILE, front_markdown, front_summary,
+                                 front_table, pareto_front, plot_optuna_pareto, plot_pair_fronts,
+                                 table_front, violating)
 from vae.cli import common
 from vae.metric_table import METRICS as METRIC_TABLE
 
@@ -32,7 +42,7 @@ from vae.metric_table import METRICS as METRIC_TABLE
 METRICS = [OBJECTIVE, *(metric.key for metric in METRIC_TABLE.values())]
 STATE_KEYS = ("time_attr", "max_t", "study_name")
 # The KL is a rate only for a decoder given a posterior sample: pair it with the sampled distortion.
-RATE, DISTORTION = METRIC_TABLE["kl_kbps"].key, METRIC_TABLE["mel_distance_sampled"].key
+RATE, DISTORTION = RATE_METRIC, METRIC_TABLE["mel_distance_sampled"].key
 
 
 def trial_table(experiment_dir: str, state: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
@@ -66,15 +76,13 @@ def trial_row(trial: Any, history: pd.DataFrame | None, state: dict[str, Any]) -
     return row
 
 
-def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
-    """Rows not dominated when both ``x`` and ``y`` are minimised, sorted by ``x``."""
-    ordered = points.dropna(subset=[x, y]).sort_values([x, y])
-    front, best_y = [], float("inf")
-    for _, row in ordered.iterrows():
-        if row[y] < best_y:
-            front.append(row)
-            best_y = row[y]
-    return pd.DataFrame(front)
+def rate_distortion_goals(state: dict[str, Any], goals: list[Goal]) -> tuple[Goal, Goal]:
+    """rate_distortion.png's axes: the rate, then a multi-objective sweep's primary objective,
+    else the distortion of a decoder given a posterior sample (what the rate pays for)."""
+    primary = next((goal for goal in goals if goal.metric == state.get("objective")), None)
+    if state.get("objectives") and primary is not None and primary.metric != RATE:
+        return Goal(RATE, "min"), primary
+    return Goal(RATE, "min"), Goal(DISTORTION, "min")
 
 
 def compute_spent(table: pd.DataFrame, state: dict[str, Any]) -> dict[str, float]:
@@ -93,10 +101,11 @@ def compute_spent(table: pd.DataFrame, state: dict[str, Any]) -> dict[str, float
 IMPORTANCE_MIN_TRIALS = 30
 
 
-def importance(study: Any) -> tuple[dict[str, float], plots.Analysis]:
+def importance(study: Any, primary: str | None = None) -> tuple[dict[str, float], plots.Analysis]:
     """Each searched parameter's importance from the study's completed trials (fANOVA: named, so
     an Optuna upgrade cannot swap the evaluator; seeded, so a rerun gives the same numbers), and
-    what it used; none below IMPORTANCE_MIN_TRIALS, the analysis's note saying why."""
+    what it used; none below IMPORTANCE_MIN_TRIALS, the analysis's note saying why. For a study
+    of several objectives, the importance for the ``primary`` one."""
     import optuna
 
     analysis = plots.completed_analysis(study, "Parameter importance (fANOVA)")
@@ -105,8 +114,13 @@ def importance(study: Any) -> tuple[dict[str, float], plots.Analysis]:
                            f"fewer than the {IMPORTANCE_MIN_TRIALS} it needs (from fewer, the "
                            "ranking is noise)")
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+    names = study.metric_names or []
+    target = None
+    if len(study.directions) > 1 and primary in names:
+        index = names.index(primary)
+        target = lambda trial: trial.values[index]  # noqa: E731
     try:
-        values = optuna.importance.get_param_importances(study, evaluator=evaluator)
+        values = optuna.importance.get_param_importances(study, evaluator=evaluator, target=target)
     except (RuntimeError, ValueError) as exc:  # e.g. a param that never varied
         return {}, replace(analysis, note=f"not estimated: Optuna: {exc}")
     return {name: float(value) for name, value in values.items()}, analysis
@@ -122,11 +136,17 @@ def build_report(paths: SweepPaths, out_dir: Path) -> dict[str, Any]:
     table.to_csv(out_dir / "trials.csv", index=False)
     study = optuna.load_study(study_name=state["study_name"], storage=paths.optuna_url)
     objective_name = state.get("objective", OBJECTIVE)
-    importances, importance_analysis = importance(study)
-    front = pareto_front(table[table.outcome != "failed"], RATE, DISTORTION)
+    importances, importance_analysis = importance(study, objective_name)
+    goals, constraints = goals_from_state(state), constraints_from_state(state)
+    rate, distortion = rate_distortion_goals(state, goals)
+    front = table_front(table, goals, constraints)
+    front_rows = front_table(table, front, constraints)
+    front_rows.to_csv(out_dir / FRONT_CSV, index=False)
     analyses = {  # each draws its figure (when it has trials to) and says what it used
-        "rate_distortion": plots.plot_rate_distortion(table, front, RATE, DISTORTION,
-                                                      out_dir / "rate_distortion.png"),
+        "rate_distortion": plots.plot_rate_distortion(
+            table, pareto_front(table, rate, distortion, constraints=constraints), rate.metric,
+            distortion.metric, out_dir / "rate_distortion.png", modes=(rate.mode, distortion.mode),
+            infeasible=violating(table, constraints)),
         "learning_curves": plots.plot_learning_curves(table, histories, objective_name,
                                                       out_dir / "learning_curves.png"),
         "slice": plots.plot_slice(table, plots.param_scales(study), objective_name,
@@ -135,27 +155,37 @@ def build_report(paths: SweepPaths, out_dir: Path) -> dict[str, Any]:
                                                               out_dir / "parallel_coordinate.png"),
         "importance": plots.plot_importance(importances, importance_analysis,
                                             out_dir / "importance.png"),
+        **plot_pair_fronts(table, goals, constraints, out_dir),
+        "pareto_optuna": plot_optuna_pareto(study, goals, out_dir / OPTUNA_PARETO_FILE),
     }
     summary = {
         "sweep": paths.name,
         "objective": objective_name,
+        "ranking": ranking_words(goal_of(goals, objective_name, state), constraints)
+        if state.get("objectives") or constraints else None,  # else the objective says it
         "trials": int(len(table)),
         "outcomes": plots.outcome_counts(table),
         "compute": compute_spent(table, state),
         "analyses": {key: analysis.as_dict() for key, analysis in analyses.items()},
         "importance": importances,
+        "front": front_summary(table, front, constraints),
         "best": table.iloc[0].dropna().to_dict() if len(table) else None,
         "plots": [analysis.file for analysis in analyses.values() if analysis.file],
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    (out_dir / "trials.md").write_text(trials_markdown(table, summary, analyses))
+    (out_dir / "trials.md").write_text(trials_markdown(table, summary, analyses, front_rows))
     return summary
 
 
+def goal_of(goals: list[Goal], metric: str, state: dict[str, Any]) -> Goal:
+    """The sweep's objective ``metric`` as a goal (its mode from the state when it is no goal)."""
+    return next((g for g in goals if g.metric == metric), Goal(metric, objective_mode(state)))
+
+
 def trials_markdown(table: pd.DataFrame, summary: dict[str, Any],
-                    analyses: dict[str, plots.Analysis]) -> str:
+                    analyses: dict[str, plots.Analysis], front_rows: pd.DataFrame) -> str:
     """trials.md: what the sweep spent and found, how many trials each analysis used and which,
-    then the table (best first)."""
+    its Pareto front, then the table (best first)."""
     counts, compute = summary["outcomes"], summary["compute"]
     outcomes = ", ".join(f"{counts.get(o, 0)} {o}" for o in OUTCOMES)
     lines = [f"# Sweep {summary['sweep']}", "",
@@ -163,8 +193,12 @@ def trials_markdown(table: pd.DataFrame, summary: dict[str, Any],
              f"Compute: {compute['spent']:g} of {compute['all_to_max_t']:g} {compute['unit']} "
              f"({compute['fraction']:.0%} of running every trial to max_t).", "",
              f"Objective: `{summary['objective']}`, each trial ranked by its best report.", "",
+             *([f"Ranked (by ASHA, for the best trial and the table) by {summary['ranking']}"
+                + (f"; {INFEASIBLE_WORDS}." if summary["front"]["constraints"] else "."), ""]
+               if summary["ranking"] else []),
              "## What each analysis used", "",
              *(analysis_line(analysis, summary["trials"]) for analysis in analyses.values()), "",
+             *front_markdown(summary["front"], front_rows),
              "## Parameter importance", ""]
     found = analyses["importance"]
     if summary["importance"]:
@@ -209,20 +243,24 @@ def main(argv: list[str] | None = None) -> int:
             return common.fail(problem)
         summary = build_report(paths, out)
         if args.log_to_mlflow:
-            log_to_parent_run(paths, out)
+            log_to_parent_run(paths, out, summary["front"])
     except LayoutError as exc:
         return common.fail(str(exc))
     print((out / "trials.md").read_text())  # counts, compute and importance come first
-    print(f"report written to {out}: trials.md, trials.csv, summary.json, "
+    print(f"report written to {out}: trials.md, trials.csv, summary.json, {FRONT_CSV}, "
           + ", ".join(summary["plots"]))
     return 0
 
 
-def log_to_parent_run(paths: SweepPaths, out: Path) -> None:
+def log_to_parent_run(paths: SweepPaths, out: Path, front: dict[str, Any]) -> None:
+    """The report's files, and the front's hypervolume with its reference point."""
+    from sweeps.pareto import log_front
     from sweeps.tracking import client_for
 
     state = load_state(paths.state_dir, required=("tracking_uri", "parent_run_id"))
-    client_for(state["tracking_uri"]).log_artifacts(state["parent_run_id"], str(out), "report")
+    client = client_for(state["tracking_uri"])
+    client.log_artifacts(state["parent_run_id"], str(out), "report")
+    log_front(client, state["parent_run_id"], front)
 
 
 if __name__ == "__main__":

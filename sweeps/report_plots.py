@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from sweeps.layout import BEST_OBJECTIVE, BEST_STEP, OBJECTIVE, OUTCOMES  # noqa: E402
+from sweeps.objectives import RATE_METRIC  # noqa: E402
 from sweeps.plot_layout import clear_colorbar, label_points  # noqa: E402
 
 DPI = 120
@@ -41,6 +42,8 @@ OUTCOME_STYLE = {"completed": Style("o", "-", "C0", "completed"),
                  "pruned": Style("x", "--", "C7", "pruned (stopped by ASHA)"),
                  "failed": Style("s", ":", "C1", "failed")}
 BEST_COLOR = "C3"  # the best trial, in every figure
+INFEASIBLE_COLOR = "0.6"  # hollow: a trial whose best report violates a constraint
+BETTER = {"min": "lower is better", "max": "higher is better"}  # an axis label's mode
 
 
 def style_of(outcome: str) -> Style:
@@ -239,16 +242,23 @@ def category_order(value: str) -> tuple[int, float, str]:
 
 
 def plot_rate_distortion(table: pd.DataFrame, front: pd.DataFrame, rate: str, distortion: str,
-                         out: Path) -> Analysis:
-    """Every trial at its best report, by outcome, the best trial starred, with the Pareto front;
-    the ids of the front and the best labelled, none over another (every id is in trials.csv)."""
+                         out: Path, *, modes: tuple[str, str] = ("min", "min"),
+                         infeasible: pd.Index | None = None, name: str = "Rate–distortion"
+                         ) -> Analysis:
+    """Every trial at its best report by outcome (``infeasible`` ones hollow, grey), the best
+    starred, the Pareto front (best ``rate`` first), its ids and the best's, none over another."""
     points = reported(table, rate, distortion)
-    analysis = Analysis("Rate–distortion", f"{AT_BEST_REPORT}; ids: the Pareto front and the best",
-                        outcome_counts(points))
+    outside = points.index.isin(infeasible if infeasible is not None else [])
+    uses = f"{AT_BEST_REPORT}; ids: the Pareto front and the best" + (
+        f"; hollow grey: {outside.sum()} violating a constraint" if outside.any() else "")
+    analysis = Analysis(name, uses, outcome_counts(points))
     if points.empty:
         return replace(analysis, note=f"not drawn: no trial reported {rate} and {distortion}")
     fig, ax = plt.subplots(figsize=(7, 5))
-    outcome_scatter(ax, points, rate, distortion)
+    outcome_scatter(ax, points[~outside], rate, distortion)
+    if outside.any():
+        ax.scatter(points.loc[outside, rate], points.loc[outside, distortion], facecolors="none",
+                   edgecolors=INFEASIBLE_COLOR, label="violates a constraint")
     if not front.empty:
         ax.step(front[rate], front[distortion], where="post", color="k", linewidth=1,
                 label="Pareto front")
@@ -258,9 +268,8 @@ def plot_rate_distortion(table: pd.DataFrame, front: pd.DataFrame, rate: str, di
     if starred is not None:
         star_best(ax, starred[rate], starred[distortion], f"best: {starred.trial_id}")
         labelled = pd.concat([front, points.loc[[starred.name]]]).drop_duplicates(subset="trial_id")
-    ax.set_xlabel(f"latent rate, {rate} (kbit/s)")
-    ax.set_ylabel(f"{distortion} (lower is better)")
-    ax.set_title(analysis.title())
+    ax.set(title=analysis.title(), ylabel=f"{distortion} ({BETTER[modes[1]]})", xlabel=(
+        f"latent rate, {rate} (kbit/s)" if rate == RATE_METRIC else f"{rate} ({BETTER[modes[0]]})"))
     ax.legend(fontsize=8)
     label_points(ax, labelled, points, rate, distortion, starred)
     save(fig, out)

@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
 def guarded_run(args: argparse.Namespace, space: Any, paths: SweepPaths) -> int:
     """Storage, resume, tracking and lock checks (exit 2), then the sweep (130 if interrupted)."""
     from sweeps.guard import driver_lock, storage_problem, tracking_problem
-    from sweeps.progress import print_summary, quiet_driver_logs  # issue 12 hook
+    from sweeps.progress import quiet_driver_logs  # issue 12 hook
+    from sweeps.summary import print_summary
     from vae.training.mlflow import resolve_tracking_uri
 
     quiet_driver_logs(local_ray=args.address is None)  # issue 12 hook: before any store opens

@@ -12,18 +12,18 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from sweeps.distributions import PARAM_KINDS, DefineByRun, ParamKind, optuna_choice
 from sweeps.layout import LayoutError, check_name
+from sweeps.objectives import Constraint, Goal
+from sweeps.space_objectives import (ConstraintSpec, ListedObjective, Objective, StrictSection,
+                                     check_objectives)
 from sweeps.space_rules import condition_problems, point_problems
 from vae.config import ConfigError, VAEConfig, load_config
 from vae.config_fields import field_spec
-from vae.metric_table import METRICS
 from vae.user_files import UserFileError, parse_yaml, read_user_text
 
-# Weight-independent validation metrics (the one metric table) and the direction that is better.
-OBJECTIVE_METRICS = {metric.key: metric.direction for metric in METRICS.values()}
 
 
 class SpaceError(ValueError):
@@ -33,11 +33,6 @@ class SpaceError(ValueError):
         self.path, self.problems = path, problems
         lines = "\n".join("  " + p.replace("\n", "\n  ") for p in problems)
         super().__init__(f"{path}: {len(problems)} problem(s) in the search space:\n{lines}")
-
-
-class _Strict(BaseModel):
-    # inf/nan pass ``gt``/``ge`` bounds (an infinite reduction factor, cpu: .inf): refuse them
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 def _param_union() -> Any:
@@ -53,17 +48,12 @@ def _param_union() -> Any:
 Param = _param_union()
 
 
-class BaseSection(_Strict):
+class BaseSection(StrictSection):
     config: str | None = Field(None, description="a vae config YAML, relative to the space file")
     overrides: dict[str, Any] = Field(default_factory=dict)
 
 
-class Objective(_Strict):
-    metric: str = "val/mel_distance"
-    mode: Literal["min", "max"] = "min"
-
-
-class RateBudget(_Strict):
+class RateBudget(StrictSection):
     """Distortion at a rate budget: trials above ``max_kbps`` have their objective penalised by
     ``penalty_per_kbps`` for every kbps over, so the searcher looks for the best model that fits."""
 
@@ -71,13 +61,13 @@ class RateBudget(_Strict):
     penalty_per_kbps: float = Field(1.0, gt=0)
 
 
-class Searcher(_Strict):
+class Searcher(StrictSection):
     sampler: Literal["tpe", "gp", "random", "nsga2"] = "tpe"
     seed: int = 0
     startup_trials: int = Field(4, ge=0)
 
 
-class Scheduler(_Strict):
+class Scheduler(StrictSection):
     type: Literal["asha", "none"] = "asha"
     time_attr: Literal["training_iteration", "step"] = "training_iteration"
     max_t: int | None = Field(None, ge=1, description="default: the trial's number of validations")
@@ -85,7 +75,7 @@ class Scheduler(_Strict):
     reduction_factor: float = Field(3.0, gt=1)
 
 
-class Resources(_Strict):
+class Resources(StrictSection):
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)
 
@@ -98,11 +88,14 @@ class Resources(_Strict):
         return value
 
 
-class SpaceFile(_Strict):
+class SpaceFile(StrictSection):
     name: str
     description: str = ""
     base: BaseSection = Field(default_factory=BaseSection)
-    objective: Objective = Field(default_factory=Objective)
+    objective: Objective | None = None
+    objectives: list[ListedObjective] | None = Field(None, min_length=2)
+    primary: str | None = Field(None, description="the objective ASHA ranks by (default: the first)")
+    constraints: list[ConstraintSpec] = Field(default_factory=list)
     rate_budget: RateBudget | None = None
     searcher: Searcher = Field(default_factory=Searcher)
     scheduler: Scheduler = Field(default_factory=Scheduler)
@@ -132,6 +125,25 @@ class SearchSpace:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def multi_objective(self) -> bool:
+        return self.spec.objectives is not None
+
+    @property
+    def goals(self) -> list[Goal]:
+        """Every objective Optuna is told (one for a single-objective space)."""
+        listed = self.spec.objectives or [self.spec.objective]
+        return [Goal(o.metric, o.mode, getattr(o, "reference", None)) for o in listed]
+
+    @property
+    def primary(self) -> Goal:
+        """The objective ASHA, the kept checkpoint and every ranking go by (``spec.objective``)."""
+        return next(goal for goal in self.goals if goal.metric == self.spec.objective.metric)
+
+    @property
+    def constraints(self) -> list[Constraint]:
+        return [Constraint(c.metric, c.min, c.max) for c in self.spec.constraints]
 
     @property
     def reports_per_trial(self) -> int:
@@ -188,7 +200,7 @@ def load_space(path: str | Path, overrides: dict[str, Any] | None = None) -> Sea
 
     problems: list[str] = []
     base_config = _base_config(path, spec, problems)
-    _check_objective(spec, problems)
+    check_objectives(spec, problems)
     _check_scheduler(spec, base_config, problems)
     for name, param in spec.params.items():
         _check_param(name, param, spec, base_config, problems)
@@ -222,20 +234,6 @@ def _base_config(path: Path, spec: SpaceFile, problems: list[str]) -> VAEConfig:
     except ConfigError as exc:
         problems.append(f"base: {exc}")
         return VAEConfig()
-
-
-def _check_objective(spec: SpaceFile, problems: list[str]) -> None:
-    metric, mode = spec.objective.metric, spec.objective.mode
-    if metric not in OBJECTIVE_METRICS:
-        hint = " (training losses depend on the searched weights and cannot rank trials)" \
-            if metric.startswith("train/") else ""
-        problems.append(f"objective.metric: {metric!r} is not a weight-independent validation "
-                        f"metric{hint}; expected one of {sorted(OBJECTIVE_METRICS)}")
-    elif OBJECTIVE_METRICS[metric] != mode:
-        problems.append(f"objective.mode: {metric} is better when {OBJECTIVE_METRICS[metric]}imised, "
-                        f"got mode {mode!r}")
-    if spec.rate_budget is not None and mode != "min":
-        problems.append("rate_budget: needs an objective that is minimised (a distortion)")
 
 
 def _check_scheduler(spec: SpaceFile, config: VAEConfig, problems: list[str]) -> None:

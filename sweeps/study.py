@@ -10,7 +10,11 @@ objective (best report, as the sweep ranks), exported as a bundle; OUT/study.md 
 OUT/rate_distortion.png every trial of every arm.
 
 ``--arms points`` instead trains each of the space's starting points once, nothing searched or
-stopped: a comparison of fixed recipes (OUT/points.md: distortions, SI-SDR and rate of each)."""
+stopped: a comparison of fixed recipes (OUT/points.md: distortions, SI-SDR and rate of each).
+
+For a space with several objectives, ``--arms tpe single`` compares the multi-objective search
+with the same space ranked by its primary objective alone, at equal compute: OUT/front.md (each
+arm's front and hypervolume from one reference point; sweeps/study_front.py)."""
 
 from __future__ import annotations
 
@@ -39,6 +43,9 @@ ARMS: dict[str, dict[str, Any]] = {
     "tpe": {},
     # every starting point once (num_samples = their count): fixed recipes side by side
     "points": {"scheduler": {"type": "none"}, "searcher": {"sampler": "random", "seed": 0}},
+    # a multi-objective space ranked by its primary objective alone: today's single-objective
+    # sweep at equal compute (arm_overrides fills it in from the space)
+    "single": {},
 }
 SEARCH_ARMS = ("default", "random", "tpe")
 
@@ -58,6 +65,11 @@ def arm_overrides(raw: dict[str, Any], arm: str, corpus: Path, trials: int | Non
         overrides["rate_budget"] = {**(raw.get("rate_budget") or {}), "max_kbps": max_kbps}
     for key, value in ARMS[arm].items():
         overrides[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    if arm == "single" and raw.get("objectives"):
+        primary = raw.get("primary") or raw["objectives"][0]["metric"]
+        mode = next(o["mode"] for o in raw["objectives"] if o["metric"] == primary)
+        overrides |= {"objectives": None, "primary": None, "constraints": [],
+                      "objective": {"metric": primary, "mode": mode}}
     return overrides
 
 
@@ -242,7 +254,8 @@ def run_study(args: argparse.Namespace, raw: dict[str, Any], space_path: Path, c
             arms[arm] = trials
             rows.append(arm_summary(arm, trials))
             rows[-1]["bundle"] = export_best(paths, out / "bundles" / arm)["bundle"]
-            if arm == "default" and rows[-1]["kl_kbps"] is not None:
+            # a rate budget for the next arms (several objectives: the rate is one of them)
+            if arm == "default" and rows[-1]["kl_kbps"] is not None and not raw.get("objectives"):
                 budget = round(rows[-1]["kl_kbps"], 3)
             rows[-1]["max_kbps"] = (overrides.get("rate_budget") or raw.get("rate_budget") or {}
                                     ).get("max_kbps")
@@ -253,8 +266,15 @@ def run_study(args: argparse.Namespace, raw: dict[str, Any], space_path: Path, c
         print(write_table(rows, out))
     if "points" in arms:
         print(write_points_table(arms["points"], raw, out))
+    if raw.get("objectives"):
+        from sweeps.space import load_space
+        from sweeps.study_front import compare_fronts
+
+        space = load_space(space_path)
+        print(compare_fronts(arms, space.goals, out, space.constraints))
     plot(arms, out)
-    print(f"study in {out}: study.md, study.json, rate_distortion.png, bundles/")
+    written = sorted(p.name for p in out.iterdir() if p.suffix in (".md", ".json", ".png"))
+    print(f"study in {out}: {', '.join(written)}, bundles/")
     print(mlflow_lines(tracking_uri, state))
     return 0
 

@@ -26,8 +26,9 @@ from sweeps.layout import (OUTCOMES, STATE_FILE, load_state, record_outcomes, tr
 # the driver calls it as tracking.ensure_experiment.
 from vae.training.mlflow import default_artifact_location, ensure_experiment  # noqa: F401
 # The names the runs table's view shows are written beside it (vae/training/mlflow.py).
-from vae.training.mlflow import (BEST_OBJECTIVE_METRIC, BEST_PREFIX, OBJECTIVE_FORMULA_TAG,
-                                 OUTCOME_TAG, SWEEP_TAG, store_error_line)
+from vae.metric_table import BEST_PREFIX
+from vae.training.mlflow import (BEST_OBJECTIVE_METRIC, OBJECTIVE_FORMULA_TAG, OUTCOME_TAG,
+                                 SWEEP_TAG, store_error_line)
 
 TRIAL_TAG = "ray.trial_id"
 PARENT_TAG = "mlflow.parentRunId"

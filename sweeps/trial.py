@@ -25,13 +25,15 @@ from ray import tune
 
 from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, CHECKPOINT_FILE, OBJECTIVE,
                            RUNNING_BEST_FILE, improves)
+from sweeps.objectives import (BEST_VALIDATION, Constraint, Goal, ranked_value, ranking_words,
+                               total_violation)
 from sweeps.records import read_running_best
 from sweeps.space import decode_sampled
 from sweeps.tracking import client_for, open_child_run
 from vae.config import VAEConfig
-from vae.metric_table import METRIC_BY_KEY, METRICS, VALIDATION_PREFIX
+from vae.metric_table import METRIC_BY_KEY, METRICS, VALIDATION_PREFIX, best_metric
 from vae.training.mlflow import (BEST_OBJECTIVE_METRIC, BEST_STEP_METRIC, OBJECTIVE_FORMULA_TAG,
-                                 OBJECTIVE_METRIC, GuardedClient, TrackingGuard, best_metric,
+                                 OBJECTIVE_METRIC, GuardedClient, TrackingGuard,
                                  quiet_store_errors)
 from vae.training.train import train
 
@@ -56,16 +58,18 @@ class TrialContext:
     penalty_per_kbps: float = 1.0
     cpus_per_trial: float = 1.0
     json_params: tuple[str, ...] = ()
+    constraints: tuple[Constraint, ...] = ()
 
 
 def objective_value(metrics: dict[str, float], context: TrialContext) -> float:
-    """The scalar ASHA and Optuna rank by: the objective metric, plus a penalty per kbps above the
-    rate budget when there is one (distortion at a rate budget)."""
+    """The scalar ASHA ranks by: the objective metric, plus a penalty per kbps above the rate
+    budget when there is one (distortion at a rate budget); a report outside the constraints
+    ranks behind every report inside them (sweeps.objectives.ranked_value)."""
     value = metrics[context.objective_metric]
     if context.max_kbps is not None:
         excess = metrics[METRICS["kl_kbps"].key] - context.max_kbps
         value += context.penalty_per_kbps * max(0.0, excess)
-    return value
+    return ranked_value(value, context.mode, total_violation(context.constraints, metrics))
 
 
 def rate_penalty_words(max_kbps: float | None, penalty_per_kbps: float) -> str:
@@ -77,9 +81,10 @@ def rate_penalty_words(max_kbps: float | None, penalty_per_kbps: float) -> str:
 
 
 def objective_formula(context: TrialContext) -> str:
-    """What the objective is: its metric, with the rate penalty when there is one."""
+    """What the objective is: its metric, with the rate penalty or the constraints if any."""
     penalty = rate_penalty_words(context.max_kbps, context.penalty_per_kbps)
-    return f"{context.objective_metric} {penalty}".strip()
+    ranking = ranking_words(Goal(context.objective_metric, context.mode), context.constraints)
+    return f"{ranking} {penalty}".strip()
 
 
 def best_report(metrics: dict[str, float], step: int) -> dict[str, float]:
@@ -127,6 +132,10 @@ class TuneReportCallback(pl.Callback):
             self.best, self.best_step = metrics[OBJECTIVE], step
             self.best_report = best_report(metrics, step)
         metrics[BEST_OBJECTIVE], metrics[BEST_STEP] = self.best, self.best_step
+        # The best report's metrics travel with every report (best/val/...): a multi-objective
+        # searcher tells Optuna every objective at the trial's best report.
+        metrics.update({key: value for key, value in self.best_report.items()
+                        if key.startswith(BEST_VALIDATION)})
         self.log_to_run(metrics[OBJECTIVE], step)
         if self.run_id:
             metrics["mlflow_run_id"] = self.run_id  # the searcher tags its Optuna trial with it

@@ -25,6 +25,7 @@ from sweeps.app import clips, plots
 from sweeps.app.cli import PAGE
 from sweeps.app.models import discover_bundles
 from sweeps.app.trials import seed_default_trial, trial_bundle
+from sweeps.pareto import sweep_front
 from sweeps.layout import CHECKPOINT_FILE, SweepPaths
 from sweeps.records import list_sweeps, sweep_trials
 from vae.inference import load_bundle, load_checkpoint_model
@@ -292,6 +293,9 @@ def test_page_ab_compares_two_trials_on_the_same_clip(page, sweep):
     assert list(listed["trial"]) == [t.trial_id for t in trials]
     assert list(listed["outcome"]) == ["completed", "completed"]
     assert {"best_objective", "best_step"} <= set(listed.columns)
+    # the Pareto front (rate vs the objective) is marked; the best by the objective is on it
+    front = {t.trial_id for t in sweep_front(state, trials).members}
+    assert list(listed["front"]) == [t.trial_id in front for t in trials] and listed["front"][0]
     table = at.table[0].value
     assert list(table.columns) == [f"A: {best.trial_id}", f"B: {seed.trial_id}"]
     assert table.loc["searched: optim.lr", f"B: {seed.trial_id}"] == f"{SEED_LR:.4g}"

@@ -11,8 +11,9 @@ from mlflow.tracking import MlflowClient
 from ray.tune.experiment import Trial
 
 from sweeps.layout import SweepPaths
-from sweeps.progress import (SweepReporter, SweepView, describe_space, end_summary, next_commands,
-                             progress_line, trial_rows, trial_state)
+from sweeps.progress import (SweepReporter, SweepView, describe_space, progress_line, trial_rows,
+                             trial_state)
+from sweeps.summary import end_summary, next_commands
 from sweeps.space import load_space
 from vae.cli.train import final_report
 from vae.training.mlflow import (EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, default_artifact_location,
@@ -76,12 +77,14 @@ def test_report_text_counts_trials_and_names_the_best(space, trials):
     text = reporter._progress_str(trials, False, "Using AsyncHyperBand: num_stopped=1",
                                   "Logical resource usage: 2.0/2 CPUs, 0/0 GPUs")
     lines = text.splitlines()
-    assert lines[0] == "== sweep smoke: val/mel_distance_sampled (min) =="
+    assert lines[0] == ("== sweep smoke: objective (val/mel_distance_sampled where "
+                        "val/si_sdr_sampled >= 0) (min) ==")
     assert "Optuna TPE" in lines[1] and "ASHA" in lines[1]
     assert lines[2].startswith("3 of 8 trials done (1 completed, 1 pruned, 1 failed) · "
                                "1 running · 4 pending · elapsed ")
     assert "AsyncHyperBand" not in text and "2.0/2 CPUs" in text
-    assert "best so far: run_trial_stopped val/mel_distance_sampled 3.1 at step 20" in text
+    assert ("best so far: run_trial_stopped objective (val/mel_distance_sampled where "
+            "val/si_sdr_sampled >= 0) 3.1 at step 20") in text
 
 
 def test_progress_line_estimates_from_finished_trials():
@@ -103,8 +106,12 @@ def test_end_summary_gives_the_best_and_the_next_commands(space, tmp_path):
                "report": str(tmp_path / "smoke" / "report")}
     text = end_summary(summary, paths, space)
     assert text.startswith("Sweep smoke finished: 8 trials, 3 completed, 5 pruned, 0 failed")
-    assert ("Best: trial_abc  val/mel_distance_sampled 3.419 at step 40 (there: val/si_sdr_sampled "
-            "6.854 dB, val/kl_kbps 34.23 kbit/s)") in text
+    assert ("Best: trial_abc  objective (val/mel_distance_sampled where val/si_sdr_sampled >= 0) "
+            "3.419 at step 40 (there: val/si_sdr_sampled 6.854 dB, val/kl_kbps 34.23 kbit/s)") in text
+    # no trial met the constraint: the closest is named as such, not by a value 10^6 away
+    outside = end_summary({**summary, "best": {**summary["best"], "best_objective": 1e6 + 2.5}},
+                          paths, space)
+    assert "outside the constraints by 2.5 at step 40" in outside
     # a mel distance alone cannot tell a reconstruction from a hum: SI-SDR of the same decoding
     assert SweepView.of(space).beside_objective() == ("val/si_sdr_sampled", "val/kl_kbps")
     venv = Path(sys.executable).parent

@@ -294,7 +294,7 @@ def test_a_kind_that_forgets_a_method_cannot_be_used():
 
 
 def test_objective_metrics_are_the_metric_table():
-    from sweeps.space import OBJECTIVE_METRICS
+    from sweeps.space_objectives import OBJECTIVE_METRICS
     from vae.metric_table import METRICS
 
     assert OBJECTIVE_METRICS == {m.key: m.direction for m in METRICS.values()}

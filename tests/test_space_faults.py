@@ -12,7 +12,7 @@ import time
 import pytest
 import yaml
 
-from tests.test_space import ROOT, with_changes, write
+from tests.test_space import _DELETE, ROOT, with_changes, write
 from vae.config import ConfigError, load_config
 from vae.user_files import MAX_BYTES, UserFileError, load_yaml_file
 
@@ -26,6 +26,9 @@ DUPLICATE_TOP = "name: t\nnum_samples: 2\nnum_samples: 3\n" + DUPLICATE_PARAM.sp
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
     for p, c in zip("abcdefgh", "bcdefghi"))
+
+
+MULTI = [{"metric": "val/kl_kbps", "mode": "min"}, {"metric": "val/mel_distance_sampled", "mode": "min"}]
 
 
 def _inf_low() -> dict:
@@ -50,6 +53,27 @@ FAULTS = [
     ("start point without its condition", with_changes(points_to_evaluate=[{"adversarial.warmup_steps": 10}]),
      "points_to_evaluate[0].adversarial.warmup_steps: only sampled when adversarial.enabled = True; "
      "the point must set adversarial.enabled"),
+    # several objectives (issue 19)
+    ("objective and objectives", with_changes(objectives=MULTI),
+     "objective, objectives: give one, `objective` for one metric or `objectives` (a list) for "
+     "several, not both"),
+    ("constraint on an unknown metric",
+     with_changes(constraints=[{"metric": "val/sisdr", "min": 0}]),
+     "constraints[0].metric: 'val/sisdr' is not a weight-independent validation metric"),
+    ("direction other than min/max",
+     with_changes(objective=_DELETE, objectives=[{**MULTI[0], "mode": "minimize"}, MULTI[1]]),
+     "objectives.0.mode: Input should be 'min' or 'max' (got 'minimize')"),
+    ("direction against the metric's", with_changes(objective=_DELETE, objectives=[
+        MULTI[0], {"metric": "val/si_sdr_sampled", "mode": "min"}]),
+     "objectives[1].mode: val/si_sdr_sampled is better when maximised, got mode 'min'"),
+    ("primary not an objective", with_changes(objective=_DELETE, objectives=MULTI,
+                                              primary="val/stft_distance"),
+     "primary: 'val/stft_distance' is not one of the objectives"),
+    ("rate budget beside objectives", with_changes(objective=_DELETE, objectives=MULTI,
+                                                   rate_budget={"max_kbps": 3}),
+     "rate_budget: a space with several objectives bounds the rate with a constraint instead"),
+    ("constraint without a bound", with_changes(constraints=[{"metric": "val/kl_kbps"}]),
+     "constraints[0]: expected a bound, `min` or `max` (or both)"),
     ("non-UTF-8 file", b"name: t\ndescription: caf\xe9\n", "not UTF-8 text (byte 24"),
     ("alias bomb", BOMB, "once its aliases are expanded (an alias bomb?)"),
     ("oversize file", "# " + "x" * MAX_BYTES + "\nname: t\n", "larger than 1024 KiB"),

@@ -46,11 +46,56 @@ def test_arm_overrides_keep_steps_and_data_and_change_only_the_search():
     budgeted = arm_overrides({**raw, "rate_budget": {"max_kbps": 9.0, "penalty_per_kbps": 0.5}},
                              "tpe", Path("/music"), 5, max_kbps=4.2)
     assert budgeted["rate_budget"] == {"max_kbps": 4.2, "penalty_per_kbps": 0.5}
-    assert set(ARMS) == {"default", "random", "tpe", "points"}
+    assert set(ARMS) == {"default", "random", "tpe", "points", "single"}
     points = arm_overrides({**raw, "points_to_evaluate": [{"optim.lr": 3e-4}, {"optim.lr": 1e-3}]},
                            "points", Path("/music"), 5)
     assert points["num_samples"] == 2  # every point once, whatever --trials says
     assert points["scheduler"]["type"] == "none" and points["searcher"]["sampler"] == "random"
+
+
+def test_single_arm_ranks_a_multi_objective_space_by_its_primary_alone(tmp_path):
+    from sweeps.space import load_space
+
+    objectives = [{"metric": "val/kl_kbps", "mode": "min"},
+                  {"metric": "val/si_sdr_sampled", "mode": "max"}]
+    raw = {**SPACE, "objective": None, "objectives": objectives, "primary": "val/si_sdr_sampled",
+           "constraints": [{"metric": "val/kl_kbps", "max": 9.0}]}
+    single = arm_overrides(raw, "single", Path("/music"), 3)
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in raw.items() if v is not None}))
+    space = load_space(path, single)
+    assert not space.multi_objective and space.constraints == []
+    assert (space.spec.objective.metric, space.spec.objective.mode) == ("val/si_sdr_sampled", "max")
+    assert space.spec.num_samples == 3 and space.name == "tiny_study-single"
+
+
+def test_front_comparison_measures_each_arm_from_one_reference(tmp_path):
+    from sweeps.objectives import Goal
+    from sweeps.records import TrialRecord
+    from sweeps.study_front import compare_fronts
+
+    def trial(name, kbps, mel, si_sdr):
+        return TrialRecord(name, "TERMINATED", {}, {"val/kl_kbps": kbps, "val/mel_distance_sampled": mel,
+                                                     "val/si_sdr_sampled": si_sdr}, None,
+                           outcome="completed", steps_trained=10)
+
+    goals = [Goal("val/kl_kbps", "min", 10.0), Goal("val/mel_distance_sampled", "min"),
+             Goal("val/si_sdr_sampled", "max", -20.0)]
+    arms = {"tpe": [trial("a", 2, 3.0, 1.0), trial("b", 4, 3.3, 5.0), trial("c", 5, 3.4, 0.5)],
+            "single": [trial("d", 6, 2.9, -30.0), trial("e", 8, 4.0, -31.0)]}
+    text = compare_fronts(arms, goals, tmp_path)
+    result = json.loads((tmp_path / "front.json").read_text())
+    # mel's reference: the worst any arm saw (4.0); a dominates c, d dominates e
+    assert result["reference"] == {"val/kl_kbps": 10.0, "val/mel_distance_sampled": 4.0,
+                                   "val/si_sdr_sampled": -20.0}
+    assert result["arms"]["tpe"]["front"] == ["a", "b"]
+    assert result["arms"]["single"]["front"] == ["d"] and result["arms"]["single"]["hypervolume"] == 0
+    # a: (10-2)(4-3)(1+20) = 168; b adds the box above a's SI-SDR: (10-4)(4-3.3)(5-1) = 16.8
+    assert result["arms"]["tpe"]["hypervolume"] == pytest.approx(168 + 16.8)
+    assert result["best_mel"] == 2.9
+    # SI-SDR >= 0 with mel <= 1.1 x 2.9 = 3.19: a (3.0) yes; b (3.3) no; d (SI-SDR -30) no
+    assert text.count("| yes") == 1 and text.count("| no") == 2
+    assert (tmp_path / "fronts.png").stat().st_size > 0
 
 
 @pytest.mark.slow

@@ -294,7 +294,7 @@ def test_the_next_commands_run_as_printed_from_another_folder(sweep, tmp_path, m
     import subprocess
     import sys
 
-    from sweeps.progress import next_commands
+    from sweeps.summary import next_commands
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -322,7 +322,8 @@ def test_each_child_run_carries_its_best_report_as_the_report_has_it(sweep, tmp_
     """The run's best/ metrics are the report's trials.csv row (the best report's), an
     ASHA-stopped trial's too; its val/ curves still end at the last report."""
     from vae.metric_table import METRICS
-    from vae.training.mlflow import BEST_STEP_METRIC, OBJECTIVE_FORMULA_TAG, best_metric
+    from vae.metric_table import best_metric
+    from vae.training.mlflow import BEST_STEP_METRIC, OBJECTIVE_FORMULA_TAG
 
     build_report(sweep["paths"], tmp_path)
     table = pd.read_csv(tmp_path / "trials.csv", dtype={"trial_id": str})
@@ -364,7 +365,7 @@ def test_the_printed_link_opens_a_view_of_columns_the_runs_have(sweep):
     import json
     from urllib.parse import parse_qs, urlsplit
 
-    from sweeps.progress import next_commands
+    from sweeps.summary import next_commands
     from vae.training.mlflow import SAVED_VIEW_TAG, VIEW_QUERY, runs_page
 
     experiment_id = summary_experiment(sweep["client"], sweep["summary"])

@@ -34,7 +34,8 @@ def context_of(space) -> TrialContext:
     return TrialContext(sweep_name=space.name, base_config={}, tracking_uri="", experiment_id="",
                         parent_run_id="", objective_metric=spec.objective.metric,
                         mode=spec.objective.mode, max_kbps=budget.max_kbps if budget else None,
-                        penalty_per_kbps=budget.penalty_per_kbps if budget else 1.0)
+                        penalty_per_kbps=budget.penalty_per_kbps if budget else 1.0,
+                        constraints=tuple(space.constraints))
 
 
 def test_the_objective_formula_is_the_wording_of_the_live_view_and_summary():
@@ -42,9 +43,13 @@ def test_the_objective_formula_is_the_wording_of_the_live_view_and_summary():
     formula = objective_formula(context_of(penalised))
     assert formula == "val/mel_distance_sampled + 0.5 per kbps of val/kl_kbps over 6"
     assert SweepView.of(penalised).ranked_by == f"objective ({formula})"
-    plain = load_space(SPACES / "smoke.yaml")
+    plain = load_space(SPACES / "music_cpu.yaml", {"rate_budget": None})
     assert objective_formula(context_of(plain)) == SweepView.of(plain).ranked_by == \
         "val/mel_distance_sampled"
+    constrained = load_space(SPACES / "smoke.yaml")
+    formula = objective_formula(context_of(constrained))
+    assert formula == "val/mel_distance_sampled where val/si_sdr_sampled >= 0"
+    assert SweepView.of(constrained).ranked_by == f"objective ({formula})"
 
 
 def test_a_restored_best_report_outlasts_what_a_lost_attempt_logged(tmp_path):

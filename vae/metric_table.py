@@ -12,6 +12,8 @@ from typing import Literal
 
 # Validation logs every metric under this prefix; evaluate prints the bare names.
 VALIDATION_PREFIX = "val/"
+# A metric at a run's best report (a sweep trial's run, Tune's results): best/val/kl_kbps.
+BEST_PREFIX = "best/"
 ACTIVE_UNIT_THRESHOLD_NATS = 0.01
 
 Direction = Literal["min", "max"]
@@ -71,3 +73,8 @@ def rank_key(value: float | None, direction: Direction) -> tuple[int, float]:
     if value is None or not math.isfinite(value):
         return (1, 0.0)
     return (0, value if direction == "min" else -value)
+
+
+def best_metric(key: str) -> str:
+    """The name of a metric at a run's best report: ``best/val/kl_kbps``."""
+    return BEST_PREFIX + key

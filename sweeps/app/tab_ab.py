@@ -14,6 +14,7 @@ from sweeps.app.session import Selection, get_model, remember
 from sweeps.app.trials import (ab_table, cache_dir, seed_default_trial, trial_bundle, trial_label,
                                trial_rows)
 from sweeps.layout import LayoutError, SweepPaths
+from sweeps.pareto import sweep_front
 from sweeps.records import TrialRecord, list_sweeps, sweep_trials
 from vae.inference import AudioError, Bundle, BundleError, resample
 
@@ -98,8 +99,12 @@ def ab_tab(sel: Selection) -> None:
     except Exception as exc:
         st.error(f"Cannot read sweep {sweep}: {exc}")
         return
-    # Best first by each trial's best objective (sweeps.layout.ranked, as report and export).
-    st.dataframe(trial_rows(trials), hide_index=True)
+    # Best first by each trial's best objective (sweeps.layout.ranked, as report and export);
+    # "front": on the sweep's Pareto front (what sweep-export --front exports).
+    front = sweep_front(state, trials)
+    st.caption(f"Pareto front ({', '.join(g.metric for g in front.goals)}): "
+               f"{len(front.members)} of {len(trials)} trials, column front")
+    st.dataframe(trial_rows(trials, {t.trial_id for t in front.members}), hide_index=True)
     usable = [t for t in trials if t.checkpoint]
     if not usable:
         st.warning("No trial of this sweep has a checkpoint yet.")

@@ -9,6 +9,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from vae.inference import BundleError
 CACHE_ENV = "VAE_APP_CACHE"
 DEFAULT_CACHE = "~/.cache/audio-vae/trial_bundles"
 UNKNOWN_ORDER = 1 << 30
+FRONT_COLUMN = "front"
 
 
 def cache_dir() -> Path:
@@ -33,10 +35,12 @@ def trial_label(trial: TrialRecord) -> str:
     return f"{trial.trial_id} (best {shown}{at}, {trial.outcome})"
 
 
-def trial_rows(trials: list[TrialRecord]) -> list[dict[str, Any]]:
-    """The tab's trial table, in the given (ranked) order: outcome, best objective and the step
-    it was reached at, that report's metrics (its checkpoint is the one compared) and the params."""
-    return [{"trial": t.trial_id, "outcome": t.outcome, BEST_OBJECTIVE: t.value,
+def trial_rows(trials: list[TrialRecord], front: Collection[str] = ()) -> list[dict[str, Any]]:
+    """The tab's trial table, in the given (ranked) order: outcome, whether the trial is on the
+    sweep's Pareto front (``front``: their ids), best objective and the step it was reached at,
+    that report's metrics (its checkpoint is the one compared) and the params."""
+    return [{"trial": t.trial_id, "outcome": t.outcome, FRONT_COLUMN: t.trial_id in front,
+             BEST_OBJECTIVE: t.value,
              **{k: v for k, v in t.metrics.items() if k != BEST_OBJECTIVE}, **t.config}
             for t in trials]
 

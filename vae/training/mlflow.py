@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from pytorch_lightning.loggers import MLFlowLogger
 
 from vae.config import VAEConfig
-from vae.metric_table import METRICS
+from vae.metric_table import BEST_PREFIX, METRICS, best_metric
 
 DEFAULT_TRACKING_DB = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"  # beside a sqlite store, for single runs and sweeps alike
@@ -54,7 +54,6 @@ LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
 # runs table's view below): each trial's best report under best/ (best/objective, best/step,
 # best/val/<metric>), the objective of every validation, and what that objective is.
 OBJECTIVE_METRIC = "objective"
-BEST_PREFIX = "best/"
 BEST_OBJECTIVE_METRIC, BEST_STEP_METRIC = BEST_PREFIX + OBJECTIVE_METRIC, BEST_PREFIX + "step"
 SWEEP_TAG, OUTCOME_TAG, OBJECTIVE_FORMULA_TAG = "sweep.name", "sweep.outcome", "objective_formula"
 
@@ -73,11 +72,6 @@ BEST_FIRST = {"min": "lowest", "max": "highest"}  # the saved views, one per obj
 def view_id(mode: str) -> str:
     """The saved view ranking trials best first for ``mode``: ``trials-lowest-objective-first``."""
     return f"trials-{BEST_FIRST[mode]}-objective-first"
-
-
-def best_metric(key: str) -> str:
-    """The MLflow name of a metric at a trial's best report: ``best/val/kl_kbps``."""
-    return BEST_PREFIX + key
 
 
 def best_first_view(mode: str) -> dict[str, Any]:
