@@ -103,11 +103,14 @@ class SweepView:
 
     def metric_columns(self) -> dict[str, str]:
         """Result key -> column label: the objective under its own name, and with a rate budget
-        the distortion and the rate it is made of, each under theirs."""
+        or constraints the metrics it is made of, each under theirs."""
         columns = {TRAINING_ITERATION: "iter", "step": "step"}
-        if self.rate_budget:
-            columns |= {self.objective: self.objective.split("/")[-1], METRICS["kl_kbps"].key: "kbps",
-                        OBJECTIVE: "objective", BEST_OBJECTIVE: "best objective"}
+        if self.rate_budget or self.constraints:  # the scalar is not the metric: show both
+            parts = [self.objective, *(c.metric for c in self.constraints)]
+            columns |= {key: key.split("/")[-1] for key in parts}
+            if self.rate_budget:
+                columns[METRICS["kl_kbps"].key] = "kbps"
+            columns |= {OBJECTIVE: "objective", BEST_OBJECTIVE: "best objective"}
         else:
             columns |= {OBJECTIVE: self.objective.split("/")[-1], BEST_OBJECTIVE: "best"}
         return columns

@@ -66,9 +66,10 @@ def test_states_follow_the_outcome_rule_and_rows_rank_like_the_report(space, tri
     assert [row["trial"] for row in rows] == ["run_trial_stopped", "run_trial_done",
                                               "run_trial_busy", "run_trial_broken",
                                               "run_trial_queued"]
+    # the smoke space's constraint: the ranked scalar beside the metrics it is made of
     assert list(rows[0]) == ["trial", "state", "kl.weight", "kl.free_bits", "optim.lr", "iter", "step",
-                             "mel_distance_sampled", "best"]
-    assert rows[0]["state"] == "pruned" and rows[0]["best"] == 3.1 and rows[0]["iter"] == 2
+                             "mel_distance_sampled", "si_sdr_sampled", "objective", "best objective"]
+    assert rows[0]["state"] == "pruned" and rows[0]["best objective"] == 3.1 and rows[0]["iter"] == 2
 
 
 def test_report_text_counts_trials_and_names_the_best(space, trials):
