@@ -22,7 +22,7 @@ Main = Callable[[Sequence[str] | None], int]
 # for torch, MLflow or musdb (nor break when an unrelated package fails to import).
 USER_ERROR_TYPES = (("vae.config", "ConfigError"), ("vae.data.errors", "DatasetError"),
                     ("vae.inference", "AudioError"), ("vae.inference", "BundleError"),
-                    ("vae.inference", "LatentFileError"))
+                    ("vae.inference", "LatentFileError"), ("vae.codec", "CodecError"))
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
