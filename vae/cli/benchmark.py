@@ -6,8 +6,9 @@ share of the step spent in the losses (goal: <= 20%), and data-loader throughput
 consumes (goal: >= 20x). With --memory: the peak resident memory of vae-evaluate on a 10-second
 and a 10-minute file (goal: within +300 MB of each other). With --streaming: streaming encode
 and decode of the model with model.causal=true on one CPU thread, in multiples of real time, for
-pushes of one hop, 10 ms and 1 s (goal: decode >= 20x), and its latency in ms. Figures, not
-assertions."""
+pushes of one hop, 10 ms and 1 s (goal: decode >= 20x), and its latency in ms. With --codec:
+vae-compress / vae-decompress speed on one thread, the entropy coding alone and end to end.
+Figures, not assertions."""
 
 from __future__ import annotations
 
@@ -27,19 +28,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "vae-evaluate on a short and a long file")
     parser.add_argument("--streaming", action="store_true", help="instead: streaming encode and "
                         "decode speed and latency of the causal model, on one thread")
+    parser.add_argument("--codec", action="store_true", help="instead: compress and decompress "
+                        "speed (.vaec), on one thread")
     parser.add_argument("--seconds", type=float, nargs="+", metavar="S",
                         help="with --memory, other file lengths in seconds")
     args = parser.parse_args(argv)
     if args.seconds and not args.memory:
         parser.error("--seconds goes with --memory")
-    if args.memory and args.streaming:
-        parser.error("--memory and --streaming are two benchmarks: pick one")
+    if args.memory + args.streaming + args.codec > 1:
+        parser.error("--memory, --streaming and --codec are separate benchmarks: pick one")
     if args.seconds and min(args.seconds) <= 0:
         parser.error(f"--seconds: expected lengths > 0, got {min(args.seconds):g}")
     # torch and Lightning: not for --help
     from vae.training.benchmark import run_benchmark, run_memory_benchmark, run_streaming_benchmark
 
-    if args.streaming:
+    if args.codec:
+        from vae.codec.benchmark import run_codec_benchmark
+
+        run_codec_benchmark(args.overrides)
+    elif args.streaming:
         run_streaming_benchmark(args.overrides)
     elif args.memory:
         run_memory_benchmark(args.overrides, args.seconds)
