@@ -290,8 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
 @common.exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.at_kbps is not None and not (math.isfinite(args.at_kbps) and args.at_kbps > 0):
-        return common.fail(f"--at-kbps {args.at_kbps:g}: expected a positive number of kbit/s")
+    problem = common.positive_problem("--at-kbps", args.at_kbps, "kbit/s")
+    if problem:
+        return common.fail(problem)
     try:
         paths = SweepPaths.resolve(args.storage_path, args.sweep)
         problem = common.writable_problem("-o", args.out)

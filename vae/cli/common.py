@@ -9,6 +9,7 @@ import argparse
 import functools
 import os
 import shlex
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,6 +35,13 @@ def user_errors() -> tuple[type[BaseException], ...]:
         if error is not None:
             types.append(error)
     return tuple(types)
+
+
+def positive_problem(flag: str, value: float | None, unit: str = "") -> str | None:
+    """Why ``value`` of ``flag`` is not a positive finite number (None when it is, or unset)."""
+    if value is None or (math.isfinite(value) and value > 0):
+        return None
+    return f"{flag} {value:g}: expected a positive number{' of ' + unit if unit else ''}"
 
 
 def writable_problem(what: str, folder: str | Path) -> str | None:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vae.cli.common import (add_model_runtime, add_out, build_parser, exits_on_user_error, fail,
-                            run, writable_problem)
+                            positive_problem, run, writable_problem)
 from vae.codec import DEFAULT_BLOCK_SECONDS, ENTROPY_MODELS, compress_file
 from vae.inference import DEFAULT_CHUNK_SECONDS, audio_info, load_model
 
@@ -44,10 +44,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def option_problem(args: argparse.Namespace) -> str | None:
-    if not (math.isfinite(args.scale) and args.scale > 0):
-        return f"--scale {args.scale}: expected a positive number"
-    if args.kbps is not None and not (math.isfinite(args.kbps) and args.kbps > 0):
-        return f"--kbps {args.kbps}: expected a positive number of kbit/s"
+    problem = positive_problem("--scale", args.scale) or positive_problem("--kbps", args.kbps,
+                                                                          "kbit/s")
+    if problem:
+        return problem
     if not (math.isfinite(args.block_seconds) and 0 < args.block_seconds <= 600):
         return f"--block-seconds {args.block_seconds}: expected a number of seconds in (0, 600]"
     if args.dither_seed is not None and not 0 <= args.dither_seed < 1 << 63:

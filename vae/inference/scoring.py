@@ -4,19 +4,23 @@ mel_distance, stft_distance and si_sdr are computed on consecutive segments of t
 ``data.chunk_seconds`` (the validation chunk length) and averaged weighted by length; kl_kbps and
 active_units come from the posterior's mean-over-frames KL per channel, as ``val/kl_kbps``. As in
 validation, the distortions are measured for two decodings, the posterior mean and a seeded
-posterior sample (``*_sampled``), after the file is brought to ``evaluation.loudness_lufs``."""
+posterior sample (``*_sampled``), after the file is brought to ``evaluation.loudness_lufs``.
+Other decodings of the same level-scaled audio (a codec's, see vae/codec/anchors.py) can be scored
+beside them in the same pass (``extras``): their distortions and figures under a prefix."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from vae.inference.audio_io import (AudioError, AudioSource, audio_info, find_audio_files,
-                                    source_name, stream_audio)
+from vae.inference.audio_io import (AudioError, AudioInfo, AudioSource, audio_info,
+                                    find_audio_files, source_name, stream_audio)
 from vae.inference.bundle import Bundle
 from vae.inference.loading import load_model
 from vae.inference.streaming import (DEFAULT_CHUNK_SECONDS, SampleCounter, chunk_frames_for,
@@ -171,12 +175,49 @@ def _encode_for_scoring(bundle: Bundle, source: AudioSource, chunk: int, gain: f
     return Posterior(torch.cat(means, dim=-1), torch.cat(stds, dim=-1)), kl_sum, counter.samples
 
 
+@dataclass(frozen=True)
+class ScoredFile:
+    """A file as evaluate_file scores it, for the decodings scored beside the model's: the
+    posterior of its level-scaled audio, and that audio (streamed anew by :meth:`reference`)."""
+
+    bundle: Bundle
+    source: AudioSource
+    info: AudioInfo
+    gain: float
+    posterior: Posterior
+    kl_sum: torch.Tensor  # per latent channel, summed over frames (nats)
+    length: int  # samples at the model's rate
+    chunk: int  # latent frames per model call
+
+    def reference(self) -> Iterator[torch.Tensor]:
+        """The level-scaled audio at the model's rate and channels: what every decoding is
+        scored against."""
+        cfg = self.bundle.config.model
+        return iter(_scaled(stream_audio(self.source, cfg.sample_rate, cfg.audio_channels), self.gain))
+
+
+@dataclass
+class Decoding:
+    """Another decoding of a ScoredFile: its audio (blocks at the model's rate, exactly the
+    file's length), scored as ``prefix + metric``, and the ``figures`` it brings (its rate),
+    averaged across files weighted by duration."""
+
+    prefix: str
+    blocks: Iterable[torch.Tensor]
+    figures: dict[str, float] = field(default_factory=dict)
+
+
+# Opened once per file, closed after scoring (it may hold temporary files).
+ExtraDecoding = Callable[[ScoredFile], AbstractContextManager[Decoding]]
+
+
 def evaluate_file(bundle: Bundle, source: AudioSource, chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
-                  segment_samples: int | None = None) -> dict[str, Any]:
-    """Metrics of one file in streaming passes (loudness; encode; then both decodings beside a
-    re-read of the input): memory does not grow with the file but for its posterior, kept for
-    the sampled decoding (mean, scale and sample, latent_dim x frames each: 20 MB for ten minutes
-    with the default model)."""
+                  segment_samples: int | None = None,
+                  extras: Sequence[ExtraDecoding] = ()) -> dict[str, Any]:
+    """Metrics of one file in streaming passes (loudness; encode; then both decodings, and the
+    ``extras``, beside a re-read of the input): memory does not grow with the file but for its
+    posterior, kept for the sampled decoding (mean, scale and sample, latent_dim x frames each:
+    20 MB for ten minutes with the default model)."""
     cfg, model = bundle.config.model, bundle.model
     info = audio_info(source, cfg.audio_channels)
     chunk = chunk_frames_for(model, chunk_seconds)
@@ -185,36 +226,44 @@ def evaluate_file(bundle: Bundle, source: AudioSource, chunk_seconds: float = DE
     frames = posterior.mean.shape[-1]
     if not frames:
         raise AudioError(f"{info.name}: contains no audio samples")
+    scored = ScoredFile(bundle, source, info, gain, posterior, kl_sum, length, chunk)
     segment = segment_samples or metric_segment_samples(bundle)
     noise = torch.Generator(device=posterior.mean.device).manual_seed(bundle.config.evaluation.noise_seed)
-    scorers, decoded = [], []
-    for suffix, latent in (("", posterior.mean), (SAMPLED_SUFFIX, posterior.sample(noise))):
-        scorers.append(SegmentScorer(cfg.sample_rate, segment, suffix=suffix))
-        decoded.append(rechunk(take(decode_stream(model, latent, chunk), length), scorers[-1].segment))
-    references = rechunk(_scaled(stream_audio(source, cfg.sample_rate, cfg.audio_channels), gain),
-                         scorers[0].segment)
-    try:
-        for ref, *preds in zip(references, *decoded, strict=True):
-            for scorer, pred in zip(scorers, preds):
-                scorer.add_segment(pred, ref)
-        metrics = {k: v for scorer in scorers for k, v in scorer.result().items()}
-    except ValueError as exc:
-        raise AudioError(f"{info.name}: {exc}") from exc
-    weights = {k: v for scorer in scorers for k, v in scorer.weights.items()}
+    with ExitStack() as stack:
+        decodings = [Decoding("", take(decode_stream(model, latent, chunk), length))
+                     for latent in (posterior.mean, posterior.sample(noise))]
+        decodings += [stack.enter_context(extra(scored)) for extra in extras]
+        scorers = [SegmentScorer(cfg.sample_rate, segment, suffix=suffix)
+                   for suffix in ("", SAMPLED_SUFFIX, *("",) * len(extras))]
+        decoded = [rechunk(d.blocks, scorer.segment) for d, scorer in zip(decodings, scorers)]
+        references = rechunk(scored.reference(), scorers[0].segment)
+        try:
+            for ref, *preds in zip(references, *decoded, strict=True):
+                for scorer, pred in zip(scorers, preds):
+                    scorer.add_segment(pred, ref)
+            metrics = {d.prefix + k: v for d, scorer in zip(decodings, scorers)
+                       for k, v in scorer.result().items()}
+        except ValueError as exc:
+            raise AudioError(f"{info.name}: {exc}") from exc
+    weights = {d.prefix + k: v for d, scorer in zip(decodings, scorers)
+               for k, v in scorer.weights.items()}
+    figures = {d.prefix + k: v for d in decodings for k, v in d.figures.items()}
     return {"file": info.name, "duration_s": length / cfg.sample_rate,
             "input_sample_rate": info.sample_rate, "input_channels": info.channels,
             "input_loudness_lufs": loudness, "eval_loudness_lufs": bundle.config.evaluation.loudness_lufs,
-            **metrics, **rate_metrics(kl_sum, frames, model.frame_rate),
-            "weights": {**weights, **dict.fromkeys(RATE_METRICS, frames)}}
+            **metrics, **rate_metrics(kl_sum, frames, model.frame_rate), **figures,
+            "weights": {**weights, **dict.fromkeys(RATE_METRICS, frames),
+                        **dict.fromkeys(figures, length)}}
 
 
 def mean_metrics(results: list[dict[str, Any]]) -> dict[str, float]:
     """Across files as validation averages across chunks: weighted by scored samples (frames for
-    the latent rate); si_sdr only over non-silent audio."""
+    the latent rate); si_sdr only over non-silent audio. Every weighted key: the table's
+    metrics, then the extra decodings'."""
     out = {}
-    for name in METRICS:
+    for name in dict.fromkeys([*METRICS, *(k for r in results for k in r["weights"])]):
         pairs = [(r[name], r["weights"][name]) for r in results
-                 if r["weights"][name] and not math.isnan(r[name])]
+                 if r["weights"].get(name) and not math.isnan(r[name])]
         total = sum(w for _, w in pairs)
         out[name] = sum(v * w for v, w in pairs) / total if total else float("nan")
     return out
@@ -224,10 +273,11 @@ def evaluate_files(model: str, inputs: Iterable[str | Path],
                    chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
                    segment_seconds: float | None = None, device: str = "cpu",
                    tracking_uri: str | None = None,
-                   progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Every audio file under ``inputs`` scored by ``model`` (a bundle folder or MLflow URI): per
-    file and the mean. Raises AudioError / BundleError for bad input, before any file is processed
-    where it can."""
+                   progress: Callable[[dict[str, Any]], None] | None = None,
+                   extras: Sequence[ExtraDecoding] = ()) -> dict[str, Any]:
+    """Every audio file under ``inputs`` scored by ``model`` (a bundle folder or MLflow URI),
+    with the ``extras`` beside it: per file and the mean. Raises AudioError / BundleError for bad
+    input, before any file is processed where it can."""
     files = find_audio_files(inputs)
     bundle = load_model(model, device, tracking_uri)
     for file in files:
@@ -235,7 +285,7 @@ def evaluate_files(model: str, inputs: Iterable[str | Path],
     segment = round(segment_seconds * bundle.config.model.sample_rate) if segment_seconds else None
     results = []
     for file in files:
-        results.append(evaluate_file(bundle, file, chunk_seconds, segment))
+        results.append(evaluate_file(bundle, file, chunk_seconds, segment, extras))
         if progress:
             progress(results[-1])
     return {"model": model, "bundle": str(bundle.path), "provenance": bundle.provenance,
