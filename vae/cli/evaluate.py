@@ -14,7 +14,11 @@ file's bytes x 8 / seconds, header included), codec/ideal_kbps, codec/mel_distan
 issue's two goals, codec/kbps_over_kl (coded over KL rate, goal <= 1.3) and
 codec/mel_over_sampled (codec over sampled-decoding mel distance, goal <= 1.05). --anchors
 opus:6,opus:12,mp3:32 codes the same audio with ffmpeg's libopus / libmp3lame at those kbit/s:
-anchor/opus_6/coded_kbps (the coded file's real size), anchor/opus_6/mel_distance, ..."""
+anchor/opus_6/coded_kbps (the coded file's real size), anchor/opus_6/mel_distance, ...
+
+--visqol adds ViSQOL v3's MOS-LQO (audio mode, 1 to ~4.7, higher is better; the visqol extra) for
+every decoding: visqol_moslqo, visqol_moslqo_sampled, codec/visqol_moslqo,
+anchor/opus_6/visqol_moslqo (about 0.7 s of CPU per second of audio and decoding)."""
 
 from __future__ import annotations
 
@@ -36,21 +40,30 @@ from vae.codec import ENTROPY_MODELS  # noqa: E402
 from vae.codec.anchors import (ANCHOR_PREFIX, CODEC_PREFIX, CodecOptions, anchor_decoding,  # noqa: E402
                                codec_decoding, codec_ratios, find_ffmpeg, parse_anchors)
 from vae.inference import DEFAULT_CHUNK_SECONDS, evaluate_files  # noqa: E402
+from vae.inference.visqol import VISQOL_METRIC, VisqolScorer  # noqa: E402
 from vae.metric_table import DISTORTION_NAMES, METRICS, SAMPLED_SUFFIX  # noqa: E402
 
 COLUMNS = ("duration_s", *METRICS)
 KL_RATE_GOAL, MEL_GOAL = 1.3, 1.05  # issue 20: coded <= 1.3 x KL rate at <= 5 % more mel distance
+VISQOL_MISSING = '--visqol needs the visqol extra: pip install -e ".[visqol]"'
+
+
+def further_metrics(mean: dict[str, float]) -> tuple[str, ...]:
+    """What every decoding was scored with beside the metric table's distortions (--visqol)."""
+    return (VISQOL_METRIC,) if VISQOL_METRIC in mean else ()
 
 
 def format_table(results: list[dict[str, Any]], mean: dict[str, float]) -> str:
     from tabulate import tabulate
 
-    rows = [[r["file"], *(r[c] for c in COLUMNS)] for r in results]
+    columns = (*COLUMNS, *(name + suffix for name in further_metrics(mean)
+                           for suffix in ("", SAMPLED_SUFFIX)))
+    rows = [[r["file"], *(r[c] for c in columns)] for r in results]
     total = sum(r["duration_s"] for r in results)
-    rows.append(["mean (duration-weighted)", total, *(mean[c] for c in COLUMNS[1:])])
+    rows.append(["mean (duration-weighted)", total, *(mean[c] for c in columns[1:])])
     # An undefined figure (SI-SDR of a silent file) reads n/a; means already leave it out.
     rows = [[None if isinstance(v, float) and math.isnan(v) else v for v in row] for row in rows]
-    return tabulate(rows, headers=["file", *COLUMNS], floatfmt=".4f", tablefmt="github",
+    return tabulate(rows, headers=["file", *columns], floatfmt=".4f", tablefmt="github",
                     missingval="n/a")
 
 
@@ -60,23 +73,25 @@ def decoding_prefixes(mean: dict[str, float]) -> list[str]:
                               if k.startswith((CODEC_PREFIX, ANCHOR_PREFIX))))
 
 
-def comparison_rows(name: str, metrics: dict[str, Any], prefixes: list[str]) -> list[list[Any]]:
-    """The sampled decoding at the KL rate, then each codec at its coded rate."""
+def comparison_rows(name: str, metrics: dict[str, Any], prefixes: list[str],
+                    scored: Sequence[str]) -> list[list[Any]]:
+    """The sampled decoding at the KL rate, then each codec at its coded rate: the ``scored``
+    distortions of each."""
     rows = [[name, "model (sampled, KL rate)", metrics["kl_kbps"],
-             *(metrics[m + SAMPLED_SUFFIX] for m in DISTORTION_NAMES)]]
+             *(metrics[m + SAMPLED_SUFFIX] for m in scored)]]
     rows += [[name, prefix.rstrip("/"), metrics[prefix + "coded_kbps"],
-              *(metrics[prefix + m] for m in DISTORTION_NAMES)] for prefix in prefixes]
+              *(metrics[prefix + m] for m in scored)] for prefix in prefixes]
     return rows
 
 
 def format_comparison(results: list[dict[str, Any]], mean: dict[str, float]) -> str:
     from tabulate import tabulate
 
-    prefixes = decoding_prefixes(mean)
-    rows = [row for r in results for row in comparison_rows(r["file"], r, prefixes)]
-    rows += comparison_rows("mean", mean, prefixes)
+    prefixes, scored = decoding_prefixes(mean), (*DISTORTION_NAMES, *further_metrics(mean))
+    rows = [row for r in results for row in comparison_rows(r["file"], r, prefixes, scored)]
+    rows += comparison_rows("mean", mean, prefixes, scored)
     rows = [[None if isinstance(v, float) and math.isnan(v) else v for v in row] for row in rows]
-    return tabulate(rows, headers=["file", "decoding", "kbps", *DISTORTION_NAMES],
+    return tabulate(rows, headers=["file", "decoding", "kbps", *scored],
                     floatfmt=".4f", tablefmt="github", missingval="n/a")
 
 
@@ -120,6 +135,8 @@ def parser() -> argparse.ArgumentParser:
                        help="vae-compress --dither-seed (default 0; 'none': no dither)")
     codec.add_argument("--anchors", metavar="CODEC:KBPS,...", help="reference codecs run by "
                        "ffmpeg on the same audio, e.g. opus:6,opus:12,opus:24,mp3:32,mp3:64")
+    p.add_argument("--visqol", action="store_true", help="also score every decoding with ViSQOL "
+                   "v3 (audio mode MOS-LQO; needs the visqol extra; ~0.7 s CPU per audio second)")
     add_model_runtime(p, DEFAULT_CHUNK_SECONDS)
     return p
 
@@ -165,8 +182,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         anchors = parse_anchors(args.anchors)
         ffmpeg = find_ffmpeg(anchors)
         extras += [functools.partial(anchor_decoding, anchor=a, ffmpeg=ffmpeg) for a in anchors]
+    if args.visqol:
+        try:
+            import visqol  # noqa: F401  (the extra: checked before any work)
+        except ImportError:
+            return fail(VISQOL_MISSING)
     report = evaluate_files(args.model, args.inputs, args.chunk_seconds, args.segment_seconds,
-                            args.device, args.tracking_uri, extras=extras)
+                            args.device, args.tracking_uri, extras=extras,
+                            scorers=[VisqolScorer] if args.visqol else [])
     if args.codec:
         for metrics in (*report["files"], report["mean"]):
             metrics.update(codec_ratios(metrics))

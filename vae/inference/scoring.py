@@ -6,7 +6,8 @@ active_units come from the posterior's mean-over-frames KL per channel, as ``val
 validation, the distortions are measured for two decodings, the posterior mean and a seeded
 posterior sample (``*_sampled``), after the file is brought to ``evaluation.loudness_lufs``.
 Other decodings of the same level-scaled audio (a codec's, see vae/codec/anchors.py) can be scored
-beside them in the same pass (``extras``): their distortions and figures under a prefix."""
+beside them in the same pass (``extras``): their distortions and figures under a prefix. Further
+metrics (ViSQOL, vae/inference/visqol.py) score every decoding when their ``scorers`` are given."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -124,6 +125,21 @@ class SegmentScorer:
                 for k in self.totals}
 
 
+class Scorer(Protocol):
+    """What scores a decoding block by block beside its reference, as SegmentScorer does:
+    ``result()`` its metrics, ``weights`` each one's weight when files are averaged."""
+
+    weights: dict[str, int]
+
+    def add(self, pred: torch.Tensor, ref: torch.Tensor) -> None: ...
+
+    def result(self) -> dict[str, float]: ...
+
+
+# A further metric for every decoding: (sample rate, the decoding's suffix) -> its scorer.
+ScorerFactory = Callable[[int, str], Scorer]
+
+
 def metric_segment_samples(bundle: Bundle) -> int:
     """The validation chunk length of the bundle's config, in samples."""
     return round(bundle.config.data.chunk_seconds * bundle.config.model.sample_rate)
@@ -213,9 +229,11 @@ ExtraDecoding = Callable[[ScoredFile], AbstractContextManager[Decoding]]
 
 def evaluate_file(bundle: Bundle, source: AudioSource, chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
                   segment_samples: int | None = None,
-                  extras: Sequence[ExtraDecoding] = ()) -> dict[str, Any]:
+                  extras: Sequence[ExtraDecoding] = (),
+                  scorers: Sequence[ScorerFactory] = ()) -> dict[str, Any]:
     """Metrics of one file in streaming passes (loudness; encode; then both decodings, and the
-    ``extras``, beside a re-read of the input): memory does not grow with the file but for its
+    ``extras``, beside a re-read of the input), each decoding scored by a SegmentScorer and the
+    further ``scorers``: memory does not grow with the file but for its
     posterior, kept for the sampled decoding (mean, scale and sample, latent_dim x frames each:
     20 MB for ten minutes with the default model)."""
     cfg, model = bundle.config.model, bundle.model
@@ -233,20 +251,23 @@ def evaluate_file(bundle: Bundle, source: AudioSource, chunk_seconds: float = DE
         decodings = [Decoding("", take(decode_stream(model, latent, chunk), length))
                      for latent in (posterior.mean, posterior.sample(noise))]
         decodings += [stack.enter_context(extra(scored)) for extra in extras]
-        scorers = [SegmentScorer(cfg.sample_rate, segment, suffix=suffix)
-                   for suffix in ("", SAMPLED_SUFFIX, *("",) * len(extras))]
-        decoded = [rechunk(d.blocks, scorer.segment) for d, scorer in zip(decodings, scorers)]
-        references = rechunk(scored.reference(), scorers[0].segment)
+        by_segment = [SegmentScorer(cfg.sample_rate, segment, suffix=suffix)
+                      for suffix in ("", SAMPLED_SUFFIX, *("",) * len(extras))]
+        groups: list[list[Scorer]] = [
+            [first, *(make(cfg.sample_rate, first.suffix) for make in scorers)] for first in by_segment]
+        decoded = [rechunk(d.blocks, by_segment[0].segment) for d in decodings]
+        references = rechunk(scored.reference(), by_segment[0].segment)
         try:
             for ref, *preds in zip(references, *decoded, strict=True):
-                for scorer, pred in zip(scorers, preds):
-                    scorer.add_segment(pred, ref)
-            metrics = {d.prefix + k: v for d, scorer in zip(decodings, scorers)
-                       for k, v in scorer.result().items()}
+                for group, pred in zip(groups, preds):
+                    for scorer in group:  # a segment at a time: SegmentScorer.add keeps it whole
+                        scorer.add(pred, ref)
+            metrics = {d.prefix + k: v for d, group in zip(decodings, groups)
+                       for scorer in group for k, v in scorer.result().items()}
         except ValueError as exc:
             raise AudioError(f"{info.name}: {exc}") from exc
-    weights = {d.prefix + k: v for d, scorer in zip(decodings, scorers)
-               for k, v in scorer.weights.items()}
+    weights = {d.prefix + k: v for d, group in zip(decodings, groups)
+               for scorer in group for k, v in scorer.weights.items()}
     figures = {d.prefix + k: v for d in decodings for k, v in d.figures.items()}
     return {"file": info.name, "duration_s": length / cfg.sample_rate,
             "input_sample_rate": info.sample_rate, "input_channels": info.channels,
@@ -274,10 +295,11 @@ def evaluate_files(model: str, inputs: Iterable[str | Path],
                    segment_seconds: float | None = None, device: str = "cpu",
                    tracking_uri: str | None = None,
                    progress: Callable[[dict[str, Any]], None] | None = None,
-                   extras: Sequence[ExtraDecoding] = ()) -> dict[str, Any]:
+                   extras: Sequence[ExtraDecoding] = (),
+                   scorers: Sequence[ScorerFactory] = ()) -> dict[str, Any]:
     """Every audio file under ``inputs`` scored by ``model`` (a bundle folder or MLflow URI),
-    with the ``extras`` beside it: per file and the mean. Raises AudioError / BundleError for bad
-    input, before any file is processed where it can."""
+    with the ``extras`` beside it and the further ``scorers``: per file and the mean. Raises
+    AudioError / BundleError for bad input, before any file is processed where it can."""
     files = find_audio_files(inputs)
     bundle = load_model(model, device, tracking_uri)
     for file in files:
@@ -285,7 +307,7 @@ def evaluate_files(model: str, inputs: Iterable[str | Path],
     segment = round(segment_seconds * bundle.config.model.sample_rate) if segment_seconds else None
     results = []
     for file in files:
-        results.append(evaluate_file(bundle, file, chunk_seconds, segment, extras))
+        results.append(evaluate_file(bundle, file, chunk_seconds, segment, extras, scorers))
         if progress:
             progress(results[-1])
     return {"model": model, "bundle": str(bundle.path), "provenance": bundle.provenance,
