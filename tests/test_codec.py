@@ -77,7 +77,7 @@ def test_the_coded_size_is_the_information_content_plus_framing(setup):
     the rest is the header and each block's framing (20 bytes) and model (16 bytes a channel)."""
     result = compress(setup, "size.vaec", entropy_model="gaussian", dither_seed=5)
     header, blocks = read_compressed(result["file"])
-    quantiser = Quantiser(np.asarray(header.steps, dtype=np.float32), header.dither_seed)
+    quantiser = header.quantiser()
     ideal_bits = sum(information_bits(symbols, block.model, quantiser.offsets(block.index,
                                                                               symbols.shape))
                      for block, symbols in blocks)

@@ -24,7 +24,8 @@ from typing import Any, BinaryIO, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from vae.codec.entropy import ENTROPY_MODELS, MIN_SYMBOL_STD, BlockModel
+from vae.codec.entropy import ENTROPY_MODELS, BlockModel, block_model
+from vae.codec.quantiser import Quantiser
 
 MAGIC, VERSION = b"VAEC", 1
 PREAMBLE = struct.Struct("<4sHI")  # magic, version, header length
@@ -75,6 +76,10 @@ class Header(BaseModel):
     @property
     def blocks(self) -> int:
         return math.ceil(self.frames / self.block_frames)
+
+    def quantiser(self) -> Quantiser:
+        """The quantiser the file was coded with."""
+        return Quantiser(np.asarray(self.steps, dtype=np.float32), self.dither_seed)
 
     def seconds(self, frame: int) -> float:
         return frame * self.hop_length / self.sample_rate
@@ -173,16 +178,13 @@ def parse_payload(payload: bytes, header: Header, where: str) -> BlockModel:
     needed = _params_bytes(header)
     if len(payload) < needed or (len(payload) - needed) % 4:
         raise CodecError(f"{where}: payload of {len(payload)} bytes does not fit its layout")
-    arrays = [np.frombuffer(payload, dtype=dtype, count=dim, offset=i * 4 * dim)
-              for i, dtype in enumerate(("<i4", "<i4", "<f4", "<f4")[:needed // (4 * dim)])]
-    low, high = arrays[0].astype(np.int32), arrays[1].astype(np.int32)
-    if np.any(high <= low) or np.any(high.astype(np.int64) - low > MAX_SYMBOL_RANGE):
+    low, high = (np.frombuffer(payload, "<i4", dim, i * 4 * dim).astype(np.int64) for i in (0, 1))
+    if np.any(high <= low) or np.any(high - low > MAX_SYMBOL_RANGE):
         raise CodecError(f"{where}: a channel's symbol range must hold 2 to {MAX_SYMBOL_RANGE} "
                          "values")
-    if kind == "prior":
-        mean, std = np.zeros(dim), 1.0 / np.asarray(header.steps, dtype=np.float64)
-    else:
-        mean, std = arrays[2].astype(np.float64), arrays[3].astype(np.float64)
+    mean = std = None
+    if kind == "gaussian":
+        mean, std = (np.frombuffer(payload, "<f4", dim, i * 4 * dim) for i in (2, 3))
         if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
             raise CodecError(f"{where}: its Gaussians' means and stds must be finite, stds > 0")
-    return BlockModel(kind, low, high, mean, np.maximum(std, MIN_SYMBOL_STD))
+    return block_model(kind, low, high, np.asarray(header.steps), mean, std)

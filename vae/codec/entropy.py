@@ -43,17 +43,25 @@ class BlockModel:
         return means.astype(np.float64), np.ascontiguousarray(stds, dtype=np.float64)
 
 
+def block_model(kind: EntropyModel, low: np.ndarray, high: np.ndarray, steps: np.ndarray,
+                mean: np.ndarray | None = None, std: np.ndarray | None = None) -> BlockModel:
+    """A block's model from its symbol ranges: the prior scaled to the steps, or the Gaussians
+    ``mean``/``std`` (as stored: float32), the std kept above MIN_SYMBOL_STD. The encoder (fit)
+    and the reader of a file (container.parse_payload) build it here alike."""
+    if kind == "prior":
+        mean, std = np.zeros(len(steps)), 1.0 / np.asarray(steps, dtype=np.float64)
+    else:
+        mean = np.asarray(mean, dtype=np.float32).astype(np.float64)
+        std = np.asarray(std, dtype=np.float32).astype(np.float64)
+    return BlockModel(kind, low.astype(np.int32), high.astype(np.int32), mean,
+                      np.maximum(std, MIN_SYMBOL_STD))
+
+
 def fit(symbols: np.ndarray, steps: np.ndarray, kind: EntropyModel) -> BlockModel:
     """The block's model: the prior scaled to the steps, or Gaussians fitted to the symbols."""
-    low = symbols.min(axis=1).astype(np.int32)
-    high = np.maximum(symbols.max(axis=1), low + 1).astype(np.int32)  # constriction needs 2+
-    if kind == "prior":
-        mean = np.zeros(len(steps))
-        std = 1.0 / steps.astype(np.float64)
-    else:
-        mean = symbols.mean(axis=1).astype(np.float32).astype(np.float64)  # as stored
-        std = symbols.std(axis=1).astype(np.float32).astype(np.float64)
-    return BlockModel(kind, low, high, mean, np.maximum(std, MIN_SYMBOL_STD))
+    low = symbols.min(axis=1)
+    high = np.maximum(symbols.max(axis=1), low + 1)  # constriction needs 2+ symbols
+    return block_model(kind, low, high, steps, symbols.mean(axis=1), symbols.std(axis=1))
 
 
 def encode(symbols: np.ndarray, model: BlockModel, offsets: np.ndarray) -> np.ndarray:

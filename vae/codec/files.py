@@ -107,7 +107,7 @@ def read_compressed(path: str | Path, from_block: tuple[int, int] | None = None
         raise CodecError(f"{path}: no such file")
     handle = path.open("rb")
     header = read_header(handle, str(path))
-    quantiser = Quantiser(np.asarray(header.steps, dtype=np.float32), header.dither_seed)
+    quantiser = header.quantiser()
     first = 0
     if from_block is not None:
         first = from_block[0]
@@ -127,7 +127,7 @@ def decompress_latents(path: str | Path, bundle: Bundle) -> Latents:
     """The latents a .vaec file holds, checked against ``bundle`` (its weights, its shapes)."""
     header, blocks = read_compressed(path)
     check_model(header, bundle, str(path))
-    quantiser = Quantiser(np.asarray(header.steps, dtype=np.float32), header.dither_seed)
+    quantiser = header.quantiser()
     parts = [quantiser.dequantise(symbols, block.index) for block, symbols in blocks]
     latent = torch.from_numpy(np.concatenate(parts, axis=1))
     metadata = {"length": header.length, "hop_length": header.hop_length,
