@@ -24,7 +24,8 @@ import torch
 
 from vae.codec.container import CodecError
 from vae.codec.entropy import EntropyModel
-from vae.codec.files import compress_at_kbps, compress_latents, decompress_latents
+from vae.codec.files import (coded_kbps, compress_at_kbps, compress_latents,
+                             decompress_latents)
 from vae.inference.audio_io import stream_audio, write_audio
 from vae.inference.latents import Latents, latent_metadata
 from vae.inference.scoring import Decoding, ScoredFile
@@ -122,24 +123,43 @@ def exactly(blocks: Iterable[torch.Tensor], length: int, channels: int) -> Itera
 
 
 @contextmanager
-def anchor_decoding(scored: ScoredFile, anchor: Anchor, ffmpeg: str) -> Iterator[Decoding]:
-    """``scored``'s level-scaled audio coded and decoded by ffmpeg's ``anchor`` encoder; its
-    rate from the coded file's size."""
-    cfg = scored.bundle.config.model
+def anchor_coded(blocks: Iterable[torch.Tensor], sample_rate: int, channels: int, length: int,
+                 anchor: Anchor, ffmpeg: str) -> Iterator[tuple[Iterator[torch.Tensor], int]]:
+    """Audio blocks (``length`` samples of ``channels`` at ``sample_rate``) coded and decoded by
+    ffmpeg's ``anchor`` encoder: the decoded blocks, exactly as long, and the coded file's size
+    in bytes. Streamed through files in a temporary folder: memory does not grow with the audio."""
     codec = ANCHOR_CODECS[anchor.codec]
     with TemporaryDirectory(prefix="vae-anchor-") as folder:
         reference, coded = Path(folder, "reference.wav"), Path(folder, f"coded.{codec.extension}")
         decoded = Path(folder, "decoded.wav")
-        # float: the level-scaled audio may peak above full scale
-        write_audio(reference, scored.reference(), cfg.sample_rate, subtype="FLOAT")
+        # float: level-scaled audio may peak above full scale
+        write_audio(reference, blocks, sample_rate, subtype="FLOAT")
         rate = ["-ar", str(codec.sample_rate)] if codec.sample_rate else []
         _ffmpeg(ffmpeg, reference, coded, "-c:a", codec.encoder, "-b:a", f"{anchor.kbps * 1000:.0f}",
                 *rate)
         _ffmpeg(ffmpeg, coded, decoded, "-c:a", "pcm_f32le")
-        seconds = scored.length / cfg.sample_rate
-        blocks = stream_audio(decoded, cfg.sample_rate, cfg.audio_channels)
-        yield Decoding(anchor.prefix, exactly(blocks, scored.length, cfg.audio_channels),
-                       {"coded_kbps": coded.stat().st_size * 8 / seconds / 1000})
+        yield (exactly(stream_audio(decoded, sample_rate, channels), length, channels),
+               coded.stat().st_size)
+
+
+def anchor_round_trip(audio: torch.Tensor, sample_rate: int, anchor: Anchor,
+                      ffmpeg: str) -> tuple[torch.Tensor, int]:
+    """``audio`` ``[channels, samples]`` coded and decoded by ffmpeg's ``anchor`` encoder: the
+    decoded audio, as long, and the coded file's size in bytes."""
+    channels, length = audio.shape
+    with anchor_coded([audio], sample_rate, channels, length, anchor, ffmpeg) as (blocks, size):
+        return torch.cat(list(blocks), dim=-1), size
+
+
+@contextmanager
+def anchor_decoding(scored: ScoredFile, anchor: Anchor, ffmpeg: str) -> Iterator[Decoding]:
+    """``scored``'s level-scaled audio coded and decoded by ffmpeg's ``anchor`` encoder; its
+    rate from the coded file's size."""
+    cfg = scored.bundle.config.model
+    with anchor_coded(scored.reference(), cfg.sample_rate, cfg.audio_channels, scored.length,
+                      anchor, ffmpeg) as (blocks, size):
+        yield Decoding(anchor.prefix, blocks,
+                       {"coded_kbps": coded_kbps(size, scored.length / cfg.sample_rate)})
 
 
 @dataclass(frozen=True)

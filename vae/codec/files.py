@@ -60,9 +60,14 @@ def compress_latents(latents: Latents, bundle: Bundle, out: str | Path, *, scale
     seconds = latents.length / summary["sample_rate"]
     size = out.stat().st_size
     return {"file": str(out), "bytes": size, "header_bytes": header_bytes, "seconds": seconds,
-            "coded_kbps": size * 8 / seconds / 1000, "ideal_kbps": ideal_bits / seconds / 1000,
+            "coded_kbps": coded_kbps(size, seconds), "ideal_kbps": ideal_bits / seconds / 1000,
             "kl_kbps": latents.metadata.get("kl_kbps"), "blocks": header.blocks,
             "entropy_model": entropy_model, "scale": scale, "dither_seed": dither_seed}
+
+
+def coded_kbps(size_bytes: int, seconds: float) -> float:
+    """A coded file's rate: its whole size, headers and container included."""
+    return size_bytes * 8 / seconds / 1000
 
 
 def compress_at_kbps(latents: Latents, bundle: Bundle, out: str | Path, kbps: float,
