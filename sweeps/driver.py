@@ -101,7 +101,7 @@ def open_tracking(space: Any, paths: SweepPaths, tracking_uri: str | None,
                  time_attr=spec.scheduler.time_attr, mode=spec.objective.mode,
                  objective=spec.objective.metric, experiment_dir=paths.experiment_dir,
                  objectives=goals_to_state(space.goals) if space.multi_objective else None,
-                 constraints=constraints_to_state(space.constraints))
+                 constraints=constraints_to_state(space.constraints), base_config=space.base_config.to_dict())
     if not resume:
         client.log_text(parent_run_id, space.raw_text, f"search_space/{space.path.name}")
         client.log_text(parent_run_id, space.base_config.to_yaml(), "base_config.yaml")

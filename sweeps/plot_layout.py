@@ -21,8 +21,8 @@ MARKER_RADIUS = {"point": 4.0, "star": 8.0}  # points: what a label must not cov
 
 
 def label_points(ax: plt.Axes, rows: pd.DataFrame, points: pd.DataFrame, x: str, y: str,
-                 star: pd.Series | None) -> None:
-    """Each of ``rows``' trial id beside its point, at the first spot that covers no other id,
+                 star: pd.Series | None, text: str = "trial_id") -> None:
+    """Each of ``rows``' ``text`` (a trial id) beside its point, at the first spot that covers no other id,
     point, star or the legend and stays in the axes; when one has no free spot, every id goes
     to a column right of the axes instead (no line to the column then crosses an id)."""
     fig = ax.figure
@@ -33,14 +33,14 @@ def label_points(ax: plt.Axes, rows: pd.DataFrame, points: pd.DataFrame, x: str,
         taken.append(ax.get_legend().get_window_extent(renderer))
     placed = []
     for _, row in rows.iterrows():
-        text = ax.annotate(str(row.trial_id), (row[x], row[y]), xytext=(0, 0),
-                           textcoords="offset points", fontsize=7)
-        placed.append(text)
+        label = ax.annotate(str(row[text]), (row[x], row[y]), xytext=(0, 0),
+                            textcoords="offset points", fontsize=7)
+        placed.append(label)
         for dx, dy, ha, va in LABEL_SPOTS:
-            text.set_position((dx, dy))
-            text.set_horizontalalignment(ha)
-            text.set_verticalalignment(va)
-            box = text_box(text, renderer)
+            label.set_position((dx, dy))
+            label.set_horizontalalignment(ha)
+            label.set_verticalalignment(va)
+            box = text_box(label, renderer)
             if inside.containsx(box.x0) and inside.containsx(box.x1) and inside.containsy(box.y0) \
                     and inside.containsy(box.y1) and not any(box.overlaps(t) for t in taken):
                 taken.append(box)
@@ -48,7 +48,7 @@ def label_points(ax: plt.Axes, rows: pd.DataFrame, points: pd.DataFrame, x: str,
         else:
             for each in placed:
                 each.remove()
-            label_beside(ax, rows, x, y)
+            label_beside(ax, rows, x, y, text)
             return
 
 
@@ -70,12 +70,13 @@ def text_box(text: Annotation, renderer: Any) -> Bbox:
     return Text.get_window_extent(text, renderer)
 
 
-def label_beside(ax: plt.Axes, rows: pd.DataFrame, x: str, y: str) -> None:
-    """Each row's trial id in a column right of the axes, top to bottom in the order of its
+def label_beside(ax: plt.Axes, rows: pd.DataFrame, x: str, y: str,
+                 text: str = "trial_id") -> None:
+    """Each row's ``text`` (a trial id) in a column right of the axes, top to bottom in the order of its
     point's height, spread so no two overlap, with a thin line to its point."""
     to_axes = ax.transData + ax.transAxes.inverted()
     heights = {i: to_axes.transform((row[x], row[y]))[1] for i, row in rows.iterrows()}
-    texts = {i: ax.annotate(str(row.trial_id), (row[x], row[y]), xytext=(1.03, heights[i]),
+    texts = {i: ax.annotate(str(row[text]), (row[x], row[y]), xytext=(1.03, heights[i]),
                             textcoords="axes fraction", fontsize=7, va="center",
                             arrowprops={"arrowstyle": "-", "color": "0.6", "linewidth": 0.6,
                                         "shrinkA": 1, "shrinkB": 4})

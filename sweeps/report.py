@@ -9,7 +9,9 @@ sweep the rate and its objective; with their hypervolume and its reference point
 ``rate_distortion.png`` (every trial at its best report, the best starred, the Pareto front of
 the rate and the sampled mel distance, or a multi-objective sweep's primary objective, and its
 ids), ``front_<a>_vs_<b>.png`` (with three objectives or more: the front of each pair),
-``pareto_optuna.png`` (Optuna's Pareto-front plot of a multi-objective study),
+``pareto_optuna.png`` (Optuna's Pareto-front plot of a multi-objective study), with
+``--anchors opus:6,mp3:32`` ``anchors.csv`` (reference codecs on the trials' validation split,
+drawn on the rate–distortion plots: sweeps/report_anchors.py),
 ``learning_curves.png`` (every trial's objective by step, pruned dashed), ``slice.png`` (each
 trial's best objective against each searched value), Optuna's ``parallel_coordinate.png`` of the
 completed trials and ``importance.png`` (fANOVA, from enough completed trials only). Each
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import replace
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +35,11 @@ from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, OBJECTIVE, OUTCOMES, Layou
 from sweeps.objectives import (INFEASIBLE_WORDS, RATE_METRIC, Goal, constraints_from_state,
                                goals_from_state, ranking_words)
 from sweeps.records import best_result
+from sweeps.report_anchors import (ANCHORS_CSV, add_anchors_argument, anchors_markdown,
+                                   checked_anchors, score_anchors, sweep_config)
 from sweeps.report_front import (FRONT_CSV, OPTUNA_PARETO_FILE, front_markdown, front_summary,
                                  front_table, pareto_front, plot_optuna_pareto, plot_pair_fronts,
-                                 table_front, violating)
+                                 plot_rate_distortion, table_front, violating)
 from vae.cli import common
 from vae.metric_table import METRICS as METRIC_TABLE
 
@@ -126,8 +131,9 @@ def importance(study: Any, primary: str | None = None) -> tuple[dict[str, float]
     return {name: float(value) for name, value in values.items()}, analysis
 
 
-def build_report(paths: SweepPaths, out_dir: Path) -> dict[str, Any]:
-    """Write the report files for the sweep at ``paths``."""
+def build_report(paths: SweepPaths, out_dir: Path, anchors: Sequence[Any] = ()) -> dict[str, Any]:
+    """Write the report files for the sweep at ``paths``, with ``anchors`` (reference codecs)
+    scored on its validation split."""
     import optuna
 
     state = load_state(paths.state_dir, required=STATE_KEYS)
@@ -142,11 +148,12 @@ def build_report(paths: SweepPaths, out_dir: Path) -> dict[str, Any]:
     front = table_front(table, goals, constraints)
     front_rows = front_table(table, front, constraints)
     front_rows.to_csv(out_dir / FRONT_CSV, index=False)
+    references = score_anchors(sweep_config(paths, state), anchors, out_dir) if anchors else None
     analyses = {  # each draws its figure (when it has trials to) and says what it used
-        "rate_distortion": plots.plot_rate_distortion(
+        "rate_distortion": plot_rate_distortion(
             table, pareto_front(table, rate, distortion, constraints=constraints), rate.metric,
             distortion.metric, out_dir / "rate_distortion.png", modes=(rate.mode, distortion.mode),
-            infeasible=violating(table, constraints)),
+            infeasible=violating(table, constraints), references=references),
         "learning_curves": plots.plot_learning_curves(table, histories, objective_name,
                                                       out_dir / "learning_curves.png"),
         "slice": plots.plot_slice(table, plots.param_scales(study), objective_name,
@@ -155,7 +162,7 @@ def build_report(paths: SweepPaths, out_dir: Path) -> dict[str, Any]:
                                                               out_dir / "parallel_coordinate.png"),
         "importance": plots.plot_importance(importances, importance_analysis,
                                             out_dir / "importance.png"),
-        **plot_pair_fronts(table, goals, constraints, out_dir),
+        **plot_pair_fronts(table, goals, constraints, out_dir, references),
         "pareto_optuna": plot_optuna_pareto(study, goals, out_dir / OPTUNA_PARETO_FILE),
     }
     summary = {
@@ -169,11 +176,13 @@ def build_report(paths: SweepPaths, out_dir: Path) -> dict[str, Any]:
         "analyses": {key: analysis.as_dict() for key, analysis in analyses.items()},
         "importance": importances,
         "front": front_summary(table, front, constraints),
+        "anchors": references.to_dict("records") if references is not None else [],
         "best": table.iloc[0].dropna().to_dict() if len(table) else None,
         "plots": [analysis.file for analysis in analyses.values() if analysis.file],
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    (out_dir / "trials.md").write_text(trials_markdown(table, summary, analyses, front_rows))
+    (out_dir / "trials.md").write_text(trials_markdown(table, summary, analyses, front_rows,
+                                                       references))
     return summary
 
 
@@ -183,9 +192,10 @@ def goal_of(goals: list[Goal], metric: str, state: dict[str, Any]) -> Goal:
 
 
 def trials_markdown(table: pd.DataFrame, summary: dict[str, Any],
-                    analyses: dict[str, plots.Analysis], front_rows: pd.DataFrame) -> str:
+                    analyses: dict[str, plots.Analysis], front_rows: pd.DataFrame,
+                    references: pd.DataFrame | None = None) -> str:
     """trials.md: what the sweep spent and found, how many trials each analysis used and which,
-    its Pareto front, then the table (best first)."""
+    its Pareto front, the reference codecs, then the table (best first)."""
     counts, compute = summary["outcomes"], summary["compute"]
     outcomes = ", ".join(f"{counts.get(o, 0)} {o}" for o in OUTCOMES)
     lines = [f"# Sweep {summary['sweep']}", "",
@@ -199,6 +209,7 @@ def trials_markdown(table: pd.DataFrame, summary: dict[str, Any],
              "## What each analysis used", "",
              *(analysis_line(analysis, summary["trials"]) for analysis in analyses.values()), "",
              *front_markdown(summary["front"], front_rows),
+             *anchors_markdown(references),
              "## Parameter importance", ""]
     found = analyses["importance"]
     if summary["importance"]:
@@ -227,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("sweep", help="sweep name (as given to sweep-run)")
     add_storage_argument(parser, "where the sweep's results are")
     common.add_out(parser, "report folder (default: beside the sweep state)", required=False)
+    add_anchors_argument(parser)
     parser.add_argument("--log-to-mlflow", action="store_true",
                         help="also log the report to the sweep's parent MLflow run")
     return parser
@@ -235,20 +247,21 @@ def build_parser() -> argparse.ArgumentParser:
 @common.exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    anchors = checked_anchors(args.anchors)
     try:
         paths = SweepPaths.resolve(args.storage_path, args.sweep)
         out = Path(args.out) if args.out else paths.report_dir
         problem = common.writable_problem("-o" if args.out else "report folder", out)
         if problem:
             return common.fail(problem)
-        summary = build_report(paths, out)
+        summary = build_report(paths, out, anchors)
         if args.log_to_mlflow:
             log_to_parent_run(paths, out, summary["front"])
     except LayoutError as exc:
         return common.fail(str(exc))
     print((out / "trials.md").read_text())  # counts, compute and importance come first
     print(f"report written to {out}: trials.md, trials.csv, summary.json, {FRONT_CSV}, "
-          + ", ".join(summary["plots"]))
+          + (f"{ANCHORS_CSV}, " if anchors else "") + ", ".join(summary["plots"]))
     return 0
 
 

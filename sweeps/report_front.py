@@ -1,8 +1,9 @@
 """The report's Pareto front (sweeps/pareto.py over the trial table, each trial at its best
 report): the front over every objective of the sweep as a table with its hypervolume and
-reference point, a 2-D front per pair of objectives when there are three or more (trials that
-violate a constraint drawn hollow, grey), and Optuna's Pareto-front plot of a multi-objective
-study. Failed trials are never on a front; the file names are sweeps/report.py's."""
+reference point, the rate–distortion plot with the front of rate and distortion, a 2-D front per
+pair of objectives when there are three or more (trials that violate a constraint drawn hollow,
+grey; reference codecs as labelled diamonds), and Optuna's Pareto-front plot of a
+multi-objective study. Failed trials are never on a front; the file names are sweeps/report.py's."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ import pandas as pd
 from sweeps import pareto
 from sweeps import report_plots as plots
 from sweeps.layout import BEST_STEP
-from sweeps.objectives import Constraint, Goal, total_violation
+from sweeps.objectives import RATE_METRIC, Constraint, Goal, total_violation
+from sweeps.plot_layout import label_points
+from sweeps.report_anchors import LABEL, draw_anchors
 from vae.metric_table import VALIDATION_PREFIX
 
 FRONT_CSV = "front.csv"
@@ -118,7 +121,8 @@ def pair_file(a: Goal, b: Goal) -> str:
 
 
 def plot_pair_fronts(table: pd.DataFrame, goals: Sequence[Goal],
-                     constraints: Sequence[Constraint], out_dir: Path) -> dict[str, plots.Analysis]:
+                     constraints: Sequence[Constraint], out_dir: Path,
+                     references: pd.DataFrame | None = None) -> dict[str, plots.Analysis]:
     """With three goals or more, the front of each pair of them (sweeps.pareto.goal_pairs), each
     over the trials meeting the constraints; none with fewer."""
     if len(goals) < 3:
@@ -128,10 +132,55 @@ def plot_pair_fronts(table: pd.DataFrame, goals: Sequence[Goal],
     for a, b in pareto.goal_pairs(goals):
         front = pareto_front(table, a, b, constraints=constraints)
         file = pair_file(a, b)
-        drawn[file.removesuffix(".png")] = plots.plot_rate_distortion(
+        drawn[file.removesuffix(".png")] = plot_rate_distortion(
             table, front, a.metric, b.metric, out_dir / file, modes=(a.mode, b.mode),
-            infeasible=outside, name=f"Front of {a.metric} and {b.metric}")
+            infeasible=outside, name=f"Front of {a.metric} and {b.metric}", references=references)
     return drawn
+
+
+def plot_rate_distortion(table: pd.DataFrame, front: pd.DataFrame, rate: str, distortion: str,
+                         out: Path, *, modes: tuple[str, str] = ("min", "min"),
+                         infeasible: pd.Index | None = None, name: str = "Rate–distortion",
+                         references: pd.DataFrame | None = None) -> plots.Analysis:
+    """Every trial at its best report by outcome (``infeasible`` ones hollow, grey), the best
+    starred, the Pareto front (best ``rate`` first), its ids and the best's, none over another;
+    each of ``references`` (reference codecs: a ``label`` and figures by metric) that has both
+    figures as a diamond with its label."""
+    points = plots.reported(table, rate, distortion)
+    outside = points.index.isin(infeasible if infeasible is not None else [])
+    shown = (plots.reported(references, rate, distortion) if references is not None
+             else pd.DataFrame(columns=[LABEL, rate, distortion]))
+    uses = f"{plots.AT_BEST_REPORT}; ids: the Pareto front and the best" + (
+        f"; hollow grey: {outside.sum()} violating a constraint" if outside.any() else "") + (
+        f"; diamonds: {len(shown)} reference codecs at their coded rate" if len(shown) else "")
+    analysis = plots.Analysis(name, uses, plots.outcome_counts(points))
+    if points.empty:
+        return replace(analysis, note=f"not drawn: no trial reported {rate} and {distortion}")
+    fig, ax = plots.plt.subplots(figsize=(7, 5))
+    plots.outcome_scatter(ax, points[~outside], rate, distortion)
+    if outside.any():
+        ax.scatter(points.loc[outside, rate], points.loc[outside, distortion], facecolors="none",
+                   edgecolors=plots.INFEASIBLE_COLOR, label="violates a constraint")
+    if not front.empty:
+        ax.step(front[rate], front[distortion], where="post", color="k", linewidth=1,
+                label="Pareto front")
+    draw_anchors(ax, shown, rate, distortion, named=False)  # named below, with the ids
+    best = plots.best_row(table)
+    starred = best if best is not None and best.name in points.index else None
+    labelled = front
+    if starred is not None:
+        plots.star_best(ax, starred[rate], starred[distortion], f"best: {starred.trial_id}")
+        labelled = pd.concat([front, points.loc[[starred.name]]]).drop_duplicates(subset="trial_id")
+    ax.set(title=analysis.title(), ylabel=f"{distortion} ({plots.BETTER[modes[1]]})", xlabel=(
+        f"latent rate, {rate} (kbit/s)" if rate == RATE_METRIC else f"{rate} ({plots.BETTER[modes[0]]})"))
+    ax.legend(fontsize=8)
+    # the trials' ids and the reference codecs' names placed together: none covers another
+    named = pd.concat([labelled.rename(columns={"trial_id": "name"}),
+                       shown.rename(columns={LABEL: "name"})])[["name", rate, distortion]]
+    label_points(ax, named, pd.concat([points, shown])[[rate, distortion]], rate, distortion,
+                 starred, text="name")
+    plots.save(fig, out)
+    return replace(analysis, file=out.name)
 
 
 def plot_optuna_pareto(study: Any, goals: Sequence[Goal], out: Path) -> plots.Analysis:

@@ -1,5 +1,6 @@
 """The report's figures, each titled with how many trials it shows and which ones: matplotlib
-plots of the trial table (rate–distortion, learning curves, slice, importance bars) and Optuna's
+plots of the trial table (learning curves, slice, importance bars; the rate–distortion and
+front plots are sweeps/report_front.py's) and Optuna's
 parallel coordinates of the study's completed trials. Every figure names trials by the report's
 trial ids and draws each outcome the same way. Each plot function returns the :class:`Analysis`
 that the report's trials.md and summary.json state. File names are the report's (sweeps/report.py
@@ -20,8 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from sweeps.layout import BEST_OBJECTIVE, BEST_STEP, OBJECTIVE, OUTCOMES  # noqa: E402
-from sweeps.objectives import RATE_METRIC  # noqa: E402
-from sweeps.plot_layout import clear_colorbar, label_points  # noqa: E402
+from sweeps.plot_layout import clear_colorbar  # noqa: E402
 
 DPI = 120
 PARAM_PREFIX = "param:"  # the trial table's columns of searched values (sweeps/report.py)
@@ -239,41 +239,6 @@ def category_order(value: str) -> tuple[int, float, str]:
         return 0, float(value), value
     except ValueError:
         return 1, 0.0, value
-
-
-def plot_rate_distortion(table: pd.DataFrame, front: pd.DataFrame, rate: str, distortion: str,
-                         out: Path, *, modes: tuple[str, str] = ("min", "min"),
-                         infeasible: pd.Index | None = None, name: str = "Rate–distortion"
-                         ) -> Analysis:
-    """Every trial at its best report by outcome (``infeasible`` ones hollow, grey), the best
-    starred, the Pareto front (best ``rate`` first), its ids and the best's, none over another."""
-    points = reported(table, rate, distortion)
-    outside = points.index.isin(infeasible if infeasible is not None else [])
-    uses = f"{AT_BEST_REPORT}; ids: the Pareto front and the best" + (
-        f"; hollow grey: {outside.sum()} violating a constraint" if outside.any() else "")
-    analysis = Analysis(name, uses, outcome_counts(points))
-    if points.empty:
-        return replace(analysis, note=f"not drawn: no trial reported {rate} and {distortion}")
-    fig, ax = plt.subplots(figsize=(7, 5))
-    outcome_scatter(ax, points[~outside], rate, distortion)
-    if outside.any():
-        ax.scatter(points.loc[outside, rate], points.loc[outside, distortion], facecolors="none",
-                   edgecolors=INFEASIBLE_COLOR, label="violates a constraint")
-    if not front.empty:
-        ax.step(front[rate], front[distortion], where="post", color="k", linewidth=1,
-                label="Pareto front")
-    best = best_row(table)
-    starred = best if best is not None and best.name in points.index else None
-    labelled = front
-    if starred is not None:
-        star_best(ax, starred[rate], starred[distortion], f"best: {starred.trial_id}")
-        labelled = pd.concat([front, points.loc[[starred.name]]]).drop_duplicates(subset="trial_id")
-    ax.set(title=analysis.title(), ylabel=f"{distortion} ({BETTER[modes[1]]})", xlabel=(
-        f"latent rate, {rate} (kbit/s)" if rate == RATE_METRIC else f"{rate} ({BETTER[modes[0]]})"))
-    ax.legend(fontsize=8)
-    label_points(ax, labelled, points, rate, distortion, starred)
-    save(fig, out)
-    return replace(analysis, file=out.name)
 
 
 def plot_learning_curves(table: pd.DataFrame, histories: dict[str, pd.DataFrame],

@@ -14,7 +14,11 @@ stopped: a comparison of fixed recipes (OUT/points.md: distortions, SI-SDR and r
 
 For a space with several objectives, ``--arms tpe single`` compares the multi-objective search
 with the same space ranked by its primary objective alone, at equal compute: OUT/front.md (each
-arm's front and hypervolume from one reference point; sweeps/study_front.py)."""
+arm's front and hypervolume from one reference point; sweeps/study_front.py).
+
+``--anchors opus:6,opus:12,mp3:32`` adds reference codecs scored on the corpus's validation split
+as the trials are (sweeps/report_anchors.py): OUT/anchors.md and anchors.csv, and diamonds on
+OUT/rate_distortion.png."""
 
 from __future__ import annotations
 
@@ -28,6 +32,8 @@ from typing import TYPE_CHECKING, Any, get_args
 
 from sweeps.layout import SweepPaths
 from sweeps.records import TrialRecord, sweep_trials
+from sweeps.report_anchors import (add_anchors_argument, anchors_markdown, checked_anchors,
+                                   draw_anchors, score_anchors)
 from vae.cli import common
 from vae.metric_table import METRICS
 
@@ -134,7 +140,9 @@ def write_points_table(trials: list[TrialRecord], raw: dict[str, Any], out: Path
     return text
 
 
-def plot(arms: dict[str, list[TrialRecord]], out: Path) -> None:
+def plot(arms: dict[str, list[TrialRecord]], out: Path, references: Any = None) -> None:
+    """Every trial of every arm, each arm's pick starred, and ``references`` (a DataFrame of
+    reference codecs: sweeps/report_anchors.py) as labelled diamonds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,6 +157,7 @@ def plot(arms: dict[str, list[TrialRecord]], out: Path) -> None:
                               label=f"{arm} ({len(points)} trials)")
             ax.scatter(*points[0], marker="*", s=260, color=dots.get_facecolor()[0][:3],
                        edgecolor="k", zorder=3)  # the arm's pick, in the arm's colour
+    draw_anchors(ax, references, RATE, SAMPLED)
     ax.set_xscale("log")  # rates span decades when the KL weight is searched
     ax.set_xlabel(f"latent rate, {RATE}")
     ax.set_ylabel(f"{SAMPLED} (lower is better)")
@@ -167,6 +176,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, help="trials of the random and TPE arms (default: the space's)")
     p.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(SEARCH_ARMS),
                    help="default: %(default)s; 'points' trains each starting point once")
+    add_anchors_argument(p)
     common.add_tracking_uri(p)
     return p
 
@@ -224,17 +234,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem:
         return common.fail(problem)
     arm_names = sorted(args.arms, key=list(ARMS).index)  # the default first
+    anchors = checked_anchors(args.anchors)
     try:
         raw = checked_space(space_path, corpus, arm_names, args.trials)
     except SpaceError as exc:
         return common.fail(str(exc))
-    return run_study(args, raw, space_path, corpus, out, arm_names)
+    return run_study(args, raw, space_path, corpus, out, arm_names, anchors)
 
 
 def run_study(args: argparse.Namespace, raw: dict[str, Any], space_path: Path, corpus: Path,
-              out: Path, arm_names: list[str]) -> int:
+              out: Path, arm_names: list[str], anchors: Sequence[Any] = ()) -> int:
     """Each arm's sweep and pick under ``out`` (the default's first: its rate budgets the
-    others), then the table and the plot."""
+    others), then the tables, the reference codecs and the plot."""
     import ray
 
     from sweeps.export import export_best
@@ -272,7 +283,14 @@ def run_study(args: argparse.Namespace, raw: dict[str, Any], space_path: Path, c
 
         space = load_space(space_path)
         print(compare_fronts(arms, space.goals, out, space.constraints))
-    plot(arms, out)
+    references = None
+    if anchors:  # on the validation split every arm's trials are scored on
+        config = arm_space(space_path, raw, arm_names[0], corpus, args.trials).base_config
+        references = score_anchors(config, anchors, out)
+        text = "\n".join(anchors_markdown(references))
+        (out / "anchors.md").write_text(text)
+        print(text)
+    plot(arms, out, references)
     written = sorted(p.name for p in out.iterdir() if p.suffix in (".md", ".json", ".png"))
     print(f"study in {out}: {', '.join(written)}, bundles/")
     print(mlflow_lines(tracking_uri, state))

@@ -332,3 +332,73 @@ def test_a_single_objective_sweeps_front_is_over_the_rate_and_its_objective(swee
     assert ax.get_xlabel() == f"latent rate, {KBPS} (kbit/s)"
     assert ax.get_ylabel() == f"{MEL} (lower is better)"
     assert not violating_points(ax)
+
+
+# ---- reference codecs (--anchors) ---------------------------------------------------------------
+
+ANCHOR_CONFIG = {"model.sample_rate": 16000, "data.chunk_seconds": 0.5, "data.val_chunks": 4}
+
+
+def anchor_config():
+    from tests.conftest import MICRO
+    from vae.config import load_config
+
+    return load_config(overrides={**MICRO, **ANCHOR_CONFIG})
+
+
+def diamonds(ax) -> list[list[float]]:
+    return [point for c in ax.collections if c.get_label() == "reference codec (coded rate)"
+            for point in c.get_offsets().tolist()]
+
+
+def test_reference_codecs_are_scored_on_the_sweeps_split_and_drawn_on_every_front(
+        sweeps, tmp_path, monkeypatch):
+    from vae.codec.anchors import Anchor
+
+    multi = sweeps["multi"]
+    config = anchor_config()
+    update_state(multi["paths"].state_dir, base_config=config.to_dict())
+    figures = keeping_figures(monkeypatch)
+    summary = build_report(multi["paths"], tmp_path, [Anchor("opus", 12.0), Anchor("mp3", 32.0)])
+    table = pd.read_csv(tmp_path / "anchors.csv")
+    assert list(table["label"]) == ["Opus 12 kbit/s", "MP3 32 kbit/s"]
+    pd.testing.assert_frame_equal(table, pd.DataFrame(summary["anchors"]))  # csv = summary.json
+    assert table["coded kbit/s"].tolist() == pytest.approx([12, 32], rel=0.3)
+    # their figure on each pair of axes: the coded rate on the rate's, a distortion on its own
+    for file, (x, y) in {"rate_distortion.png": (KBPS, MEL), "front_kl_kbps_vs_si_sdr_sampled.png":
+                         (KBPS, SDR), "front_mel_distance_sampled_vs_si_sdr_sampled.png":
+                         (MEL, SDR)}.items():
+        ax = figures[file].axes[0]
+        np.testing.assert_allclose(diamonds(ax), table[[x, y]].to_numpy(), err_msg=file)
+        assert {"Opus 12 kbit/s", "MP3 32 kbit/s"} <= {t.get_text() for t in ax.texts}, file
+        assert "diamonds: 2 reference codecs at their coded rate" in ax.get_title()
+    assert table[MEL].tolist() == table[MEL_PLAIN].tolist()  # one decoding: mean = sampled
+    markdown = (tmp_path / "trials.md").read_text()
+    assert "## Reference codecs" in markdown and "| Opus 12 kbit/s |" in markdown
+
+
+def test_a_sweep_without_its_config_in_the_state_reads_its_parent_runs_copy(sweeps, tmp_path):
+    from sweeps.report_anchors import BASE_CONFIG_ARTIFACT, sweep_config
+    from sweeps.layout import LayoutError, load_state
+
+    single, client = sweeps["single"], sweeps["client"]
+    config = anchor_config()
+    client.log_text(single["run_id"], config.to_yaml(), BASE_CONFIG_ARTIFACT)
+    state = load_state(single["paths"].state_dir)
+    assert "base_config" not in state  # as sweeps started before the state kept it
+    assert sweep_config(single["paths"], state) == config
+    with pytest.raises(LayoutError, match="parent run nope"):
+        sweep_config(single["paths"], state | {"parent_run_id": "nope"})
+
+
+def test_a_bad_anchor_list_is_one_line_before_the_report(sweeps, tmp_path, capsys):
+    from sweeps.report import main
+
+    out = tmp_path / "report"
+    status = main([sweeps["single"]["paths"].name, "--storage-path",
+                   sweeps["single"]["paths"].storage_path, "-o", str(out),
+                   "--anchors", "opus:12,flac:5"])
+    lines = capsys.readouterr().err.splitlines()
+    assert status == 2 and not out.exists()
+    assert lines == ["error: --anchors 'flac:5': unknown codec 'flac'; expected CODEC:KBPS with "
+                     "CODEC one of opus, mp3 (e.g. opus:12)"]

@@ -18,6 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from sweeps import report_plots
 from sweeps.layout import BEST_OBJECTIVE
 from sweeps.report import DISTORTION, IMPORTANCE_MIN_TRIALS, RATE, importance, pareto_front
+from sweeps.report_front import plot_rate_distortion
 
 matplotlib.use("Agg")
 
@@ -78,8 +79,8 @@ def test_rate_distortion_ids_of_a_crowded_front_are_apart(tmp_path, monkeypatch)
     front = pareto_front(table[table.outcome != "failed"], RATE, DISTORTION)
     assert len(front) == n
     figures = keeping_figures(monkeypatch)
-    analysis = report_plots.plot_rate_distortion(table, front, RATE, DISTORTION,
-                                                 tmp_path / "rate_distortion.png")
+    analysis = plot_rate_distortion(table, front, RATE, DISTORTION,
+                                  tmp_path / "rate_distortion.png")
     assert (tmp_path / "rate_distortion.png").stat().st_size > 0
     fig = figures["rate_distortion.png"]
     texts = labels(fig.axes[0])

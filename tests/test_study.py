@@ -105,12 +105,17 @@ def test_points_arm_trains_each_starting_point_once_and_tables_them(tmp_path):
     points = [{"optim.lr": 3e-4}, {"optim.lr": 2e-3}, {"optim.lr": 5e-3}]
     space.write_text(yaml.safe_dump({**SPACE, "points_to_evaluate": points}))
     out = tmp_path / "study"
-    assert study_main([str(space), "--corpus", str(corpus), "-o", str(out), "--arms", "points"]) == 0
+    assert study_main([str(space), "--corpus", str(corpus), "-o", str(out), "--arms", "points",
+                       "--anchors", "opus:12"]) == 0
     rows = [line for line in (out / "points.md").read_text().splitlines()[2:]]
     assert [row.split("|")[2].strip() for row in rows] == \
         ["(the first point)", "optim.lr=0.002", "optim.lr=0.005"]
     assert all(row.split("|")[3].strip() == "4" for row in rows)  # trained to max_steps, unstopped
     assert "val/si_sdr_sampled" in (out / "points.md").read_text()
+    # the reference codec, scored on the corpus's valid split as the trials are
+    anchors = (out / "anchors.csv").read_text().splitlines()
+    assert len(anchors) == 2 and anchors[1].startswith("Opus 12 kbit/s,")
+    assert "| Opus 12 kbit/s |" in (out / "anchors.md").read_text()
 
 
 @pytest.mark.slow
@@ -186,5 +191,19 @@ def test_bad_space_or_corpus_is_refused_before_any_folder_or_ray(tmp_path, capsy
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err, err
     assert (str(space) if changes else str(corpus)) in err.splitlines()[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "space.yaml"]
+    assert not ray.is_initialized()
+
+
+def test_a_bad_anchor_list_is_refused_before_any_folder_or_ray(tmp_path, capsys):
+    import ray
+
+    corpus = write_corpus(tmp_path / "corpus", {"train": 1.0, "valid": 1.0})
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(SPACE))
+    assert study_main([str(space), "--corpus", str(corpus), "-o", str(tmp_path / "study"),
+                       "--anchors", "mp3:1000"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: --anchors 'mp3:1000': mp3 codes 8 to 320 kbit/s"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "space.yaml"]
     assert not ray.is_initialized()

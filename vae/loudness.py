@@ -12,11 +12,15 @@ from __future__ import annotations
 import math
 import warnings
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyloudnorm
 import torch
 from scipy.signal import lfilter
+
+if TYPE_CHECKING:
+    from vae.config import EvaluationConfig
 
 # BS.1770's gating block. Shorter clips are measured with one block of their own length: not the
 # standard's gating, but a defined loudness for the short chunks tests and tiny models use.
@@ -163,3 +167,13 @@ def normalize_loudness(audio: torch.Tensor, sample_rate: int, target_lufs: float
     normalized = clips * gains[:, None, None]
     mean_loudness = float(np.mean([max(m, floor_lufs) for m in measured]))
     return normalized.reshape(audio.shape), mean_loudness
+
+
+def at_evaluation_level(audio: torch.Tensor, sample_rate: int,
+                        evaluation: EvaluationConfig) -> torch.Tensor:
+    """A batch ``[..., channels, time]`` at the level every figure is measured at
+    (``evaluation.loudness_lufs``, each clip alone; as it is when that is null)."""
+    if evaluation.loudness_lufs is None:
+        return audio
+    return normalize_loudness(audio, sample_rate, evaluation.loudness_lufs,
+                              evaluation.loudness_floor_lufs)[0]

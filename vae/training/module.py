@@ -15,7 +15,7 @@ from vae.config import VAEConfig
 from vae.losses import ENCODER_TERMS, ReconstructionLoss, weighted_sum
 from vae.losses.adversarial import AdversarialLoss
 from vae.losses.balancer import Balancer
-from vae.loudness import normalize_loudness
+from vae.loudness import at_evaluation_level
 from vae.metric_table import METRICS, SAMPLED_SUFFIX
 from vae.metrics import active_units, distortions
 from vae.model import AudioVAE, kl_to_kbps
@@ -181,10 +181,7 @@ class AudioVAEModule(pl.LightningModule):
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         evaluation = self.config.evaluation
         sample_rate = self.config.model.sample_rate
-        audio = batch
-        if evaluation.loudness_lufs is not None:  # level-free figures (vae/loudness.py)
-            audio, _ = normalize_loudness(audio, sample_rate, evaluation.loudness_lufs,
-                                          evaluation.loudness_floor_lufs)
+        audio = at_evaluation_level(batch, sample_rate, evaluation)  # level-free figures
         posterior = self.model.encode(audio)
         # Seeded per batch, so every trial (and every validation) decodes the same draws.
         noise = torch.Generator(device=audio.device).manual_seed(evaluation.noise_seed + batch_idx)
