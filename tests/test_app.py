@@ -136,7 +136,8 @@ def test_page_reconstructs_the_example_clip(page, bundle_dir):
     at = page.run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
-    assert [t.label for t in at.tabs] == ["Reconstruct", "Latent controls", "A/B sweep trials"]
+    assert [t.label for t in at.tabs] == ["Reconstruct", "Latent controls", "A/B sweep trials",
+                                         "Compress"]
     # the metrics shown are the scoring of the same clip through the same model
     bundle = load_bundle(bundle_dir)
     clip = clips.load_clip(clips.Clip(clips.EXAMPLE), bundle, at.slider(key="example_seconds").value)

@@ -71,8 +71,18 @@ class Result:
 def run_model(bundle: Bundle, audio: torch.Tensor, with_metrics: bool = True) -> Result:
     """Encode (posterior mean), decode and score, as evaluation does."""
     recon, mean, std = reconstruct(bundle.model, audio)
-    scorable = with_metrics and audio.shape[-1] >= MIN_SCORE_SAMPLES
-    return Result(audio, recon, mean, std, score(bundle, recon, audio, mean, std) if scorable else {})
+    result = Result(audio, recon, mean, std)
+    if with_metrics:
+        result.metrics = score_against(bundle, result, recon)
+    return result
+
+
+def score_against(bundle: Bundle, result: Result, decoded: torch.Tensor) -> dict[str, float]:
+    """Every metric of the table for ``decoded`` (any decoding of ``result``'s clip) against the
+    clip, with the clip's posterior rate; empty when the clip is too short to score."""
+    if result.audio.shape[-1] < MIN_SCORE_SAMPLES:
+        return {}
+    return score(bundle, decoded, result.audio, result.mean, result.std)
 
 
 def edit_latent(latent: torch.Tensor, channels: list[int], scale: float = 1.0,

@@ -12,13 +12,14 @@ from sweeps.app.clips import EXAMPLE, Clip, load_clip, run_model
 from sweeps.app.session import Selection, remember, uploaded_clip
 from sweeps.app.sidebar import NoModel, clip_sidebar, model_sidebar
 from sweeps.app.tab_ab import ab_tab
+from sweeps.app.tab_compress import compress_tab
 from sweeps.app.tab_latent import latent_tab
 from sweeps.app.tab_reconstruct import reconstruct_tab
 from vae.inference import AUDIO_EXTENSIONS, AudioError, Bundle
 
 TITLE = "Audio VAE listening room"
 TABS = {"Reconstruct": reconstruct_tab, "Latent controls": latent_tab,
-        "A/B sweep trials": ab_tab}
+        "A/B sweep trials": ab_tab, "Compress": compress_tab}
 
 
 def select_clip(spec: str, bundle: Bundle, max_seconds: float, example_seconds: float) -> Selection:
