@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_app import bundle_dir, page  # noqa: F401  (fixtures)  # noqa: F401 (fixtures)
+from tests.test_app import bundle_dir, page  # noqa: F401  (fixtures)
 from sweeps.app import clips
 from sweeps.app.session import Selection
 from sweeps.app.tab_compress import SCALE, TARGET, compress_clip
