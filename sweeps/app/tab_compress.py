@@ -20,8 +20,8 @@ from vae.codec import CodecError, compress_at_kbps, compress_latents, decompress
 from vae.codec.anchors import (ANCHOR_CODECS, Anchor, AnchorError, CodecOptions,
                                anchor_round_trip, find_ffmpeg)
 from vae.codec.files import SCALE_RANGE, coded_kbps
-from vae.inference import AudioInfo, Latents, kl_nats_summed_over_frames
-from vae.inference.latents import latent_metadata
+from vae.inference import AudioInfo, Latents
+from vae.inference.latents import posterior_latents
 from vae.metric_table import DISTORTION_NAMES
 
 DEFAULTS = CodecOptions()  # vae-evaluate --codec's: dithered from seed 0, Gaussian entropy model
@@ -54,9 +54,7 @@ def clip_latents(sel: Selection) -> Latents:
     result = sel.result
     channels, length = sel.audio.shape
     info = AudioInfo(sel.clip.name, sel.sample_rate, channels, length, "", "FLOAT")
-    kl_sum = kl_nats_summed_over_frames(result.mean, result.std)
-    metadata = latent_metadata(sel.bundle, info, length, kl_sum, int(result.mean.shape[-1]), None)
-    return Latents(result.mean.cpu(), result.std.cpu(), metadata)
+    return posterior_latents(sel.bundle, info, length, result.mean.cpu(), result.std.cpu())
 
 
 def vaec_name(sel: Selection) -> str:

@@ -53,6 +53,12 @@ def further_metrics(mean: dict[str, float]) -> tuple[str, ...]:
     return (VISQOL_METRIC,) if VISQOL_METRIC in mean else ()
 
 
+def undefined_as_missing(rows: list[list[Any]]) -> list[list[Any]]:
+    """An undefined figure (SI-SDR of a silent file) as missing: tabulate prints n/a (means
+    already leave it out)."""
+    return [[None if isinstance(v, float) and math.isnan(v) else v for v in row] for row in rows]
+
+
 def format_table(results: list[dict[str, Any]], mean: dict[str, float]) -> str:
     from tabulate import tabulate
 
@@ -61,9 +67,7 @@ def format_table(results: list[dict[str, Any]], mean: dict[str, float]) -> str:
     rows = [[r["file"], *(r[c] for c in columns)] for r in results]
     total = sum(r["duration_s"] for r in results)
     rows.append(["mean (duration-weighted)", total, *(mean[c] for c in columns[1:])])
-    # An undefined figure (SI-SDR of a silent file) reads n/a; means already leave it out.
-    rows = [[None if isinstance(v, float) and math.isnan(v) else v for v in row] for row in rows]
-    return tabulate(rows, headers=["file", *columns], floatfmt=".4f", tablefmt="github",
+    return tabulate(undefined_as_missing(rows), headers=["file", *columns], floatfmt=".4f", tablefmt="github",
                     missingval="n/a")
 
 
@@ -90,8 +94,7 @@ def format_comparison(results: list[dict[str, Any]], mean: dict[str, float]) -> 
     prefixes, scored = decoding_prefixes(mean), (*DISTORTION_NAMES, *further_metrics(mean))
     rows = [row for r in results for row in comparison_rows(r["file"], r, prefixes, scored)]
     rows += comparison_rows("mean", mean, prefixes, scored)
-    rows = [[None if isinstance(v, float) and math.isnan(v) else v for v in row] for row in rows]
-    return tabulate(rows, headers=["file", "decoding", "kbps", *scored],
+    return tabulate(undefined_as_missing(rows), headers=["file", "decoding", "kbps", *scored],
                     floatfmt=".4f", tablefmt="github", missingval="n/a")
 
 

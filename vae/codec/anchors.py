@@ -27,7 +27,7 @@ from vae.codec.entropy import EntropyModel
 from vae.codec.files import (coded_kbps, compress_at_kbps, compress_latents,
                              decompress_latents)
 from vae.inference.audio_io import stream_audio, write_audio
-from vae.inference.latents import Latents, latent_metadata
+from vae.inference.latents import posterior_latents
 from vae.inference.scoring import Decoding, ScoredFile
 from vae.inference.streaming import decode_stream, take
 from vae.metric_table import SAMPLED_SUFFIX
@@ -178,9 +178,8 @@ def codec_decoding(scored: ScoredFile, options: CodecOptions) -> Iterator[Decodi
     """``scored``'s posterior written as a .vaec file exactly as vae-compress writes the file
     (same metadata, so the same bytes), read back and decoded; its rate from the file's size."""
     bundle, posterior = scored.bundle, scored.posterior
-    frames = int(posterior.mean.shape[-1])
-    metadata = latent_metadata(bundle, scored.info, scored.length, scored.kl_sum, frames, None)
-    latents = Latents(posterior.mean.cpu(), posterior.std.cpu(), metadata)
+    latents = posterior_latents(bundle, scored.info, scored.length, posterior.mean.cpu(),
+                                posterior.std.cpu(), scored.kl_sum)
     coding: dict[str, Any] = {"entropy_model": options.entropy_model,
                               "dither_seed": options.dither_seed}
     with TemporaryDirectory(prefix="vae-codec-") as folder:

@@ -239,9 +239,18 @@ def encode_file(bundle: Bundle, source: AudioSource, chunk_seconds: float = DEFA
         raise AudioError(f"{info.name}: contains no audio samples")
     mean = torch.cat([m for m, _ in parts], dim=-1)
     std = torch.cat([s for _, s in parts], dim=-1)
-    kl_sum = kl_nats_summed_over_frames(mean, std)
-    return Latents(mean, std, latent_metadata(bundle, info, counter.samples, kl_sum,
-                                              int(mean.shape[-1]), fingerprint))
+    return posterior_latents(bundle, info, counter.samples, mean, std, fingerprint=fingerprint)
+
+
+def posterior_latents(bundle: Bundle, info: AudioInfo, length: int, mean: torch.Tensor,
+                      std: torch.Tensor, kl_sum: torch.Tensor | None = None,
+                      fingerprint: str | None = None) -> Latents:
+    """A posterior ``[latent_dim, frames]`` of ``length`` samples of ``info`` as Latents with
+    the metadata a latent file records (its rate from ``kl_sum``, else from mean and std)."""
+    if kl_sum is None:
+        kl_sum = kl_nats_summed_over_frames(mean, std)
+    return Latents(mean, std, latent_metadata(bundle, info, length, kl_sum, int(mean.shape[-1]),
+                                              fingerprint))
 
 
 def decode_to_file(bundle: Bundle, latents: Latents, path: str | Path, *, sample: bool = False,
