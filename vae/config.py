@@ -195,7 +195,7 @@ class OptimConfig(Section):
 
 
 class TrainerConfig(Section):
-    max_steps: int = Field(1000, ge=1, description="generator steps (= training batches)")
+    max_steps: int = Field(1000, ge=1, description="generator (optimiser) steps")
     val_every_steps: int = Field(200, ge=1)
     log_every_steps: int = Field(10, ge=1)
     gradient_clip: float = Field(1.0, ge=0, description="max grad norm; 0 disables")
@@ -203,6 +203,12 @@ class TrainerConfig(Section):
         "auto", description="auto = bf16-mixed (or 16-mixed) on GPU, 32 on CPU"
     )
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    devices: int = Field(1, ge=1, description="data-parallel processes per node (GPUs; on CPU, "
+                         "processes sharing the cores, gloo); data.batch_size is per process")
+    num_nodes: int = Field(1, ge=1, description="machines, each running trainer.devices processes")
+    accumulate_grad_batches: int = Field(
+        1, ge=1, description="batches summed into each optimiser step: one step sees data.batch_size"
+        " x devices x num_nodes x this many chunks; every *_steps counts optimiser steps")
     seed: int = 0
     out_dir: str = Field("runs", description="checkpoints go to OUT_DIR/<run>/checkpoints")
     progress_bar: bool = True

@@ -88,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from vae.training.train import train
 
     result = train(config, ckpt_path=ckpt_path)
-    print(final_report(result, resolve_tracking_uri(config.tracking.tracking_uri)))
+    if result.global_rank == 0:  # each data-parallel process runs this command
+        print(final_report(result, resolve_tracking_uri(config.tracking.tracking_uri)))
     return 0
 
 

@@ -28,16 +28,24 @@ class EpochKeySampler(Sampler[int]):
         self.items_per_epoch = items_per_epoch
         self.seed = seed
         self.epoch = 0
+        self.rank, self.replicas = 0, 1
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def shard(self, rank: int, replicas: int) -> None:
+        """Hand this process every ``replicas``-th key from ``rank``: batch i of the processes
+        together holds the keys of batch i of one process with a batch ``replicas`` times as
+        large. The epoch's tail that would give the processes unequal counts is dropped."""
+        self.rank, self.replicas = rank, replicas
+
     def __iter__(self) -> Iterator[int]:
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.items_per_epoch)
-        return iter((self.epoch * self.items_per_epoch + order).tolist())
+        keys = self.epoch * self.items_per_epoch + order[: len(self) * self.replicas]
+        return iter(keys[self.rank:: self.replicas].tolist())
 
     def __len__(self) -> int:
-        return self.items_per_epoch
+        return self.items_per_epoch // self.replicas
 
 
 def stack_chunks(chunks: list[torch.Tensor]) -> torch.Tensor:
@@ -78,6 +86,8 @@ class AudioDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
+        if self.trainer is not None:  # data-parallel: each process its share (validation: all)
+            self.train_sampler.shard(self.trainer.global_rank, self.trainer.world_size)
         return self._loader(self.train_dataset, sampler=self.train_sampler)
 
     def val_dataloader(self) -> DataLoader:

@@ -147,10 +147,18 @@ class AdversarialLoss(nn.Module):
 
         Returns detached scalars: ``discriminator`` (mean over discriminators) and
         ``discriminator/<name>``."""
+        losses = self.discriminator_backward(real, fake)
+        self.discriminator_optimizer_step()
+        return losses
+
+    def discriminator_backward(self, real: torch.Tensor, fake: torch.Tensor,
+                               scale: float = 1.0) -> dict[str, torch.Tensor]:
+        """Add the gradient of ``scale`` x the discriminators' loss to their ``.grad``: several
+        calls with ``scale = 1/k`` then one :meth:`discriminator_optimizer_step` take the step of
+        one batch k times as large (gradient accumulation). Returns what discriminator_step does."""
         if real.shape != fake.shape:
             raise ValueError(f"real {tuple(real.shape)} and fake {tuple(fake.shape)} differ in shape")
         self._apply_pending_optimizer_state()
-        self.optimizer.zero_grad(set_to_none=True)
         batch = real.shape[0]
         # One pass over [real; fake]: half the kernel launches; no layer mixes batch items.
         both = torch.cat([real.detach(), fake.detach()], dim=0)
@@ -162,15 +170,19 @@ class AdversarialLoss(nn.Module):
                     [logit[:batch] for logit in logits], [logit[batch:] for logit in logits],
                     self.loss_type)
             total = torch.stack(list(per_discriminator.values())).mean()
-        self.grad_scaler.scale(total).backward()
-        self.grad_scaler.step(self.optimizer)
-        self.grad_scaler.update()
-        # Nothing reads these gradients again; freeing them saves a copy of the weights' memory.
-        self.optimizer.zero_grad(set_to_none=True)
+            scaled = self.grad_scaler.scale(total * scale)
+        scaled.backward()
         result = {"discriminator": total.detach()}
         result.update({f"discriminator/{name}": loss.detach()
                        for name, loss in per_discriminator.items()})
         return result
+
+    def discriminator_optimizer_step(self) -> None:
+        """Step the discriminators on the gradients :meth:`discriminator_backward` added."""
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()
+        # Nothing reads these gradients again; freeing them saves a copy of the weights' memory.
+        self.optimizer.zero_grad(set_to_none=True)
 
     def generator_losses(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
         """Unweighted ``adversarial`` and ``feature_matching`` terms for the generator.

@@ -22,7 +22,7 @@ parameter and goes into checkpoints through :meth:`Balancer.state_dict`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +70,11 @@ def per_item_norm(gradient: torch.Tensor) -> torch.Tensor:
 class Balancer:
     """Combines the gradients of named losses at one tensor into shares set by their weights."""
 
-    def __init__(self, config: BalancerConfig) -> None:
+    def __init__(self, config: BalancerConfig,
+                 across_processes: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        """``across_processes`` averages a norm over data-parallel processes, so that every
+        process scales by the norm of the whole batch, as one process with all of it would."""
+        self.across_processes = across_processes or (lambda value: value)
         self.total_norm = config.total_norm
         self.ema_decay = config.ema_decay
         self.epsilon = config.epsilon
@@ -90,7 +94,7 @@ class Balancer:
         scaled_norms: dict[str, torch.Tensor] = {}
         for name, loss in active.items():
             (loss_gradient,) = torch.autograd.grad(loss, reconstruction, retain_graph=True)
-            norms[name] = per_item_norm(loss_gradient)
+            norms[name] = self.across_processes(per_item_norm(loss_gradient))
             average = self.averages.setdefault(name, _NormAverage()).update(norms[name],
                                                                             self.ema_decay)
             scale = weights[name] / weight_sum * self.total_norm / (average + self.epsilon)

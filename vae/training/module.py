@@ -19,6 +19,7 @@ from vae.loudness import at_evaluation_level
 from vae.metric_table import METRICS, SAMPLED_SUFFIX
 from vae.metrics import active_units, distortions
 from vae.model import AudioVAE, kl_to_kbps
+from vae.training.distributed import average_gradients, average_tensor, world_size
 from vae.training.schedules import WarmupSchedule
 
 
@@ -41,11 +42,14 @@ class AudioVAEModule(pl.LightningModule):
         self.kl_schedule = WarmupSchedule(kl.start_weight, kl.weight, kl.warmup_steps, kl.warmup_shape)
         self.adversarial_schedule = WarmupSchedule(0.0, 1.0, adv.warmup_steps, "step")
         balancer = config.loss.balancer
-        self.balancer = Balancer(balancer) if balancer.enabled else None
+        self.balancer = Balancer(balancer, average_tensor) if balancer.enabled else None
         # Manual optimisation always: the discriminator steps on its own optimiser, and one
         # generator step per batch keeps global_step == batches == the unit of every warmup.
         self.automatic_optimization = False
         self.validation_examples: tuple[torch.Tensor, torch.Tensor] | None = None
+        # Detached training logs summed over the batches of the current accumulation window.
+        self._window_sums: dict[str, torch.Tensor | float] = {}
+        self._window_batches = 0
         self._val_kl_sum: torch.Tensor | None = None
         self._val_kl_count = 0
 
@@ -54,6 +58,8 @@ class AudioVAEModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         if self.adversarial is not None and str(self.trainer.precision) == "16-mixed":
             self.adversarial.enable_grad_scaler()
+        if world_size() > 1:  # the weights come from rank 0; the posterior noise differs per rank
+            torch.manual_seed(self.config.trainer.seed + self.global_rank)
 
     def adversarial_active(self) -> bool:
         return self.adversarial is not None and self.adversarial_schedule.value() > 0
@@ -77,38 +83,60 @@ class AudioVAEModule(pl.LightningModule):
         return losses, weighted_sum(losses, weights), output
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        """One batch: its gradients are added; every ``trainer.accumulate_grad_batches``-th batch
+        the gradients, averaged over data-parallel processes, make one step of each optimiser.
+        Each loss is a mean over its batch, so k batches of b scaled by 1/k add up to one of k·b."""
         audio = batch
         step = self.global_step
+        accumulate = self.config.trainer.accumulate_grad_batches
         losses, total, output = self.compute_losses(audio)
         objective, balancer_logs = self.generator_objective(losses, total, output.reconstruction)
         if not (torch.isfinite(total) and torch.isfinite(objective)):
             values = {k: float(v.detach()) for k, v in {**losses, **balancer_logs}.items()}
             raise NonFiniteLossError(f"non-finite loss at step {step}: total={float(total)} {values}")
+        self.manual_backward(objective / accumulate)
+        logs = {f"train/{name}": value.detach() for name, value in losses.items()}
+        logs.update(balancer_logs)
+        logs["train/loss"] = total.detach()
+        discriminator_updates = (self.adversarial_active()
+                                 and step % self.config.adversarial.update_every == 0)
+        if discriminator_updates:
+            disc = self.adversarial.discriminator_backward(audio, output.reconstruction.detach(),
+                                                           scale=1.0 / accumulate)
+            logs.update({f"train/{name}": value for name, value in disc.items()})
+        for name, value in logs.items():
+            self._window_sums[name] = self._window_sums.get(name, 0.0) + value
+        self._window_batches += 1
+        if self._window_batches < accumulate:
+            return
 
         optimizer = self.optimizers()
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(objective)
+        average_gradients(self.model.parameters())
         if self.config.trainer.gradient_clip > 0:
             self.clip_gradients(optimizer, gradient_clip_val=self.config.trainer.gradient_clip,
                                 gradient_clip_algorithm="norm")
         optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
         self.lr_schedulers().step()
-
-        logs = {f"train/{name}": value.detach() for name, value in losses.items()}
-        if self.adversarial_active() and step % self.config.adversarial.update_every == 0:
-            disc = self.adversarial.discriminator_step(audio, output.reconstruction.detach())
-            logs.update({f"train/{name}": value for name, value in disc.items()})
-        logs.update(balancer_logs)
-        logs["train/loss"] = total.detach()
-        logs["train/kl_weight"] = self.kl_schedule.value()
-        logs["train/lr"] = optimizer.param_groups[0]["lr"]
-        # Lightning uses a logged "step" as the logger's x-axis: generator steps done.
-        logs["step"] = float(self.global_step)
-        self.log_dict(logs, prog_bar=False, batch_size=audio.shape[0])
-        self.log("loss", total.detach(), prog_bar=True, logger=False, batch_size=audio.shape[0])
-
+        if discriminator_updates:
+            average_gradients(self.adversarial.discriminators.parameters())
+            self.adversarial.discriminator_optimizer_step()
+        self.log_step(audio.shape[0] * accumulate)
         self.kl_schedule.step()
         self.adversarial_schedule.step()
+
+    def log_step(self, batch_size: int) -> None:
+        """The window's mean of every training log, over every process (one step, one point)."""
+        logs = {name: value / self._window_batches for name, value in self._window_sums.items()}
+        self._window_sums, self._window_batches = {}, 0
+        logs["train/kl_weight"] = self.kl_schedule.value()
+        logs["train/lr"] = self.optimizers().param_groups[0]["lr"]
+        # Lightning uses a logged "step" as the logger's x-axis: generator steps done.
+        logs["step"] = float(self.global_step)
+        distributed = world_size() > 1
+        self.log_dict(logs, prog_bar=False, batch_size=batch_size, sync_dist=distributed)
+        self.log("loss", logs["train/loss"], prog_bar=True, logger=False, batch_size=batch_size,
+                 sync_dist=distributed)
 
     def generator_objective(self, losses: dict[str, torch.Tensor], total: torch.Tensor,
                             reconstruction: torch.Tensor,

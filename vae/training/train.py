@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import warnings
 from collections.abc import Sequence
@@ -13,16 +14,20 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.strategies import Strategy
+from pytorch_lightning.utilities import rank_zero_only
 
 from vae.config import ConfigError, VAEConfig
 from vae.data.datamodule import build_datamodule
 from vae.metric_table import METRICS
 from vae.training.callbacks import AudioExamplesToMLflow
+from vae.training.distributed import GradientAveragingStrategy
 from vae.training.host_memory import retain_freed_memory
 from vae.training.mlflow import build_mlflow_logger
 from vae.training.module import AudioVAEModule
 
 CHECKPOINT_METRIC = METRICS["mel_distance"]  # which checkpoint is "best" for a plain run
+LAST_CHECKPOINT = "last"  # <run>/checkpoints/last.ckpt: the latest validated state
 # Lightning announces the hardware and product tips (litlogger, litmodels) at INFO through these
 # loggers for every Trainer: a sweep prints them once per trial.
 LIGHTNING_INFO_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero")
@@ -36,6 +41,10 @@ def quiet_lightning() -> None:
     # argument avoids it, so only this message from that module is ignored.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`",
                             category=FutureWarning, module=r"pytorch_lightning\.utilities\._pytree")
+    # Each data-parallel process validates the whole split (vae/data/datamodule.py), so its
+    # epoch metrics are already every process's: the advice to sync them does not apply.
+    warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\('(val/|step)",
+                            module=r"pytorch_lightning\.trainer\.connectors\.logger_connector")
 
 
 def resolve_accelerator(config: VAEConfig) -> tuple[str, str]:
@@ -59,28 +68,60 @@ class TrainResult:
     last_checkpoint: str | None
     mlflow_run_id: str | None
     global_step: int
+    global_rank: int = 0  # of this process; only rank 0 writes files and logs to MLflow
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def check_devices(config: VAEConfig, accelerator: str) -> None:
+    """ConfigError when ``trainer.devices`` asks for more than this machine has: GPUs, or on
+    CPU the cores this process may use (each process needs at least one)."""
+    devices = config.trainer.devices
+    if accelerator == "gpu":
+        available, what = torch.cuda.device_count(), "GPUs"
+    else:
+        available, what = len(os.sched_getaffinity(0)), "CPU cores"
+    if devices > available:
+        raise ConfigError(f"trainer.devices: {devices} processes asked, this machine has "
+                          f"{available} {what} (trainer.accelerator={accelerator})")
+
+
 def build_trainer(config: VAEConfig, run_dir: Path, callbacks: Sequence[pl.Callback] = (),
-                  loggers: Sequence[Any] = (), checkpointing: bool = True) -> pl.Trainer:
-    """``checkpointing=False`` when the caller saves checkpoints itself (a sweep trial)."""
+                  loggers: Sequence[Any] = (), checkpointing: bool = True,
+                  strategy: Strategy | None = None) -> pl.Trainer:
+    """``checkpointing=False`` when the caller saves checkpoints itself (a sweep trial).
+    ``strategy``: the caller's data-parallel strategy (a Ray Train worker's); by default one
+    process, or GradientAveragingStrategy when trainer.devices x num_nodes > 1."""
     accelerator, precision = resolve_accelerator(config)
     trainer_cfg = config.trainer
+    if strategy is None and trainer_cfg.devices * trainer_cfg.num_nodes > 1:
+        strategy = GradientAveragingStrategy()
+    # Lightning counts validation and logging intervals in batches; a step is k batches.
+    batches_per_step = trainer_cfg.accumulate_grad_batches
     all_callbacks: list[pl.Callback] = list(callbacks)
     if checkpointing:
-        all_callbacks.insert(0, ModelCheckpoint(
-            dirpath=run_dir / "checkpoints", filename="step{step:07d}", auto_insert_metric_name=False,
-            monitor=CHECKPOINT_METRIC.key, mode=CHECKPOINT_METRIC.direction, save_top_k=1,
-            save_last=True))
+        checkpoints = run_dir / "checkpoints"
+        all_callbacks[:0] = [
+            ModelCheckpoint(dirpath=checkpoints, filename="step{step:07d}",
+                            auto_insert_metric_name=False, monitor=CHECKPOINT_METRIC.key,
+                            mode=CHECKPOINT_METRIC.direction, save_top_k=1),
+            # last.ckpt, the state to resume from, at every validation step. Lightning >= 2.6's
+            # save_last only rewrites it when the monitored metric improved.
+            ModelCheckpoint(dirpath=checkpoints, filename=LAST_CHECKPOINT, monitor=None,
+                            save_top_k=1, every_n_train_steps=trainer_cfg.val_every_steps,
+                            enable_version_counter=False)]
     if loggers and config.tracking.audio_examples > 0:
         all_callbacks.append(AudioExamplesToMLflow())
     return pl.Trainer(
-        accelerator=accelerator, devices=1, precision=precision,
+        accelerator=accelerator, precision=precision, strategy=strategy or "auto",
+        devices=trainer_cfg.devices, num_nodes=trainer_cfg.num_nodes,
+        # The training sampler shards itself (EpochKeySampler.shard); each process validates
+        # the whole split, so validation metrics are the one-process figures on every rank.
+        use_distributed_sampler=False,
         max_steps=trainer_cfg.max_steps, max_epochs=-1,
         # Validate every N generator steps across epoch boundaries.
-        val_check_interval=trainer_cfg.val_every_steps, check_val_every_n_epoch=None,
-        num_sanity_val_steps=0, log_every_n_steps=trainer_cfg.log_every_steps,
+        val_check_interval=trainer_cfg.val_every_steps * batches_per_step,
+        check_val_every_n_epoch=None, num_sanity_val_steps=0,
+        log_every_n_steps=trainer_cfg.log_every_steps * batches_per_step,
         logger=list(loggers) or False, callbacks=all_callbacks,
         enable_progress_bar=trainer_cfg.progress_bar, enable_model_summary=False,
         enable_checkpointing=checkpointing,
@@ -113,40 +154,49 @@ def check_resume_checkpoint(ckpt_path: str | Path) -> Path:
 
 def train(config: VAEConfig, *, ckpt_path: str | None = None, callbacks: Sequence[pl.Callback] = (),
           mlflow_run_id: str | None = None, run_dir: str | Path | None = None,
-          owns_run_status: bool = True, checkpointing: bool = True) -> TrainResult:
+          owns_run_status: bool = True, checkpointing: bool = True,
+          strategy: Strategy | None = None) -> TrainResult:
     """Train one VAE. ``ckpt_path`` resumes (weights, optimisers, schedules, step counter).
     ``mlflow_run_id`` logs into an existing run; with ``owns_run_status=False`` the caller sets
-    that run's final status."""
+    that run's final status. With several processes (trainer.devices / num_nodes, or a caller's
+    ``strategy``) every process calls this; rank 0 alone logs and writes the run folder."""
+    check_devices(config, resolve_accelerator(config)[0])
     if ckpt_path is not None:
         ckpt_path = str(check_resume_checkpoint(ckpt_path))
     quiet_lightning()
     if config.trainer.retain_freed_memory:
         retain_freed_memory()
     pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
-    logger = build_mlflow_logger(config, mlflow_run_id, owns_run_status)
+    # Lightning's launcher sets each process's rank before this runs (a caller's strategy: the
+    # caller sets rank_zero_only.rank).
+    rank = rank_zero_only.rank
+    logger = build_mlflow_logger(config, mlflow_run_id, owns_run_status) if rank == 0 else None
     if run_dir is None:
         name = logger.run_id if logger is not None else "run"
         run_dir = Path(config.trainer.out_dir) / name
     run_dir = Path(run_dir).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(config.to_yaml())
     if logger is not None:
         logger.log_hyperparams(config.flat())
-    (run_dir / "config.yaml").write_text(config.to_yaml())
 
     module = AudioVAEModule(config)
     datamodule = build_datamodule(config)
-    trainer = build_trainer(config, run_dir, callbacks, [logger] if logger else [], checkpointing)
+    trainer = build_trainer(config, run_dir, callbacks, [logger] if logger else [], checkpointing,
+                            strategy)
     # weights_only: Lightning's own load of the checkpoint never unpickles arbitrary objects
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if trainer.global_step % config.trainer.val_every_steps != 0:
         # The last steps were never validated: do it, so final metrics describe final weights.
         trainer.validate(module, datamodule=datamodule, verbose=False)
 
-    checkpoint = trainer.checkpoint_callback
-    last = checkpoint.last_model_path if checkpoint else None
+    best, latest = trainer.checkpoint_callbacks if checkpointing else (None, None)
+    last = latest.best_model_path if latest else None
     if logger is not None and config.tracking.log_checkpoint and last:
         logger.experiment.log_artifact(logger.run_id, last, artifact_path="checkpoints")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    return TrainResult(metrics=metrics, best_checkpoint=checkpoint.best_model_path or None if checkpoint else None,
+    return TrainResult(metrics=metrics, best_checkpoint=best.best_model_path or None if best else None,
                        last_checkpoint=last or None, global_step=trainer.global_step,
-                       mlflow_run_id=logger.run_id if logger is not None else None)
+                       mlflow_run_id=logger.run_id if logger is not None else None,
+                       global_rank=trainer.global_rank)
