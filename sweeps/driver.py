@@ -4,13 +4,9 @@ reconciles every trial's final status and writes the report. ``sweeps/run.py`` i
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
-import threading
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,38 +17,9 @@ from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, OBJECTIVE, SweepPaths, ran
 
 # Checkpoints a trial keeps by score (Ray also keeps the latest, so a trial can always resume).
 CHECKPOINTS_TO_KEEP = 1
+RELAY_MEMORY = 2**20  # bytes: what a multi-worker trial's own actor asks (sweeps/trial_workers.py)
 INTERRUPTED_STATUS = "KILLED"  # the parent run of an interrupted (resumable) sweep
 logger = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def interruption_watch() -> Iterator[threading.Event]:
-    """An event set when SIGINT (Ctrl-C) arrives during the block. Tune's own SIGINT handler stops
-    the run gracefully but returns as if it had ended, so ours records the interruption and asks
-    Tune to stop through SIGUSR1 (the same graceful stop); a second Ctrl-C raises at once."""
-    interrupted = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield interrupted  # signals can only be caught in the main thread
-        return
-
-    def on_sigint(signum: int, frame: Any) -> None:
-        if interrupted.is_set():
-            raise KeyboardInterrupt
-        interrupted.set()
-        logger.warning("interrupted: stopping the sweep resumably (Ctrl-C again to abort)")
-        os.kill(os.getpid(), signal.SIGUSR1)
-
-    previous_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Tune keeps ours, listens on SIGUSR1
-    try:
-        yield interrupted
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if previous_env is None:
-            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
-        else:
-            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = previous_env
 
 
 def tracking_step(what: str, call: Any, *args: Any) -> Any:
@@ -115,12 +82,31 @@ def open_tracking(space: Any, paths: SweepPaths, tracking_uri: str | None,
     return SweepTracking(client, tracking_uri, experiment_id, parent_run_id)
 
 
-def start_ray(address: str | None, num_cpus: int | None) -> None:
+def start_ray(address: str | None, num_cpus: int | None, state_api: bool = False) -> None:
+    """A local Ray unless ``address``. ``state_api``: with the dashboard (on 127.0.0.1), whose
+    state API Ray Train's cleaner needs to free a stopped multi-worker trial's cores."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=address, num_cpus=num_cpus if address is None else None,
-                 include_dashboard=False, log_to_driver=True)
+    if ray.is_initialized():
+        return
+    if address is not None:
+        ray.init(address=address, include_dashboard=False, log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=state_api, dashboard_host="127.0.0.1",
+                 log_to_driver=True)
+
+
+def check_placement(space: Any) -> None:
+    """UnplaceableTrial (exit 2) when the cluster can never hold one trial's workers."""
+    import ray
+
+    from sweeps.guard import UnplaceableTrial, placement_problem
+
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    res = space.spec.resources
+    problem = placement_problem(str(space.path), res.cpu, res.gpu, res.workers, nodes)
+    if problem:
+        raise UnplaceableTrial(problem)
 
 
 def make_trainable(space: Any, paths: SweepPaths, track: SweepTracking) -> Any:
@@ -145,9 +131,15 @@ def make_trainable(space: Any, paths: SweepPaths, track: SweepTracking) -> Any:
         max_kbps=budget.max_kbps if budget else None,
         penalty_per_kbps=budget.penalty_per_kbps if budget else 1.0,
         cpus_per_trial=spec.resources.cpu, json_params=space.json_params,
-        constraints=tuple(space.constraints))
-    return tune.with_resources(tune.with_parameters(run_trial, context=context),
-                               {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+        constraints=tuple(space.constraints), workers=spec.resources.workers,
+        gpus_per_worker=spec.resources.gpu, experiment_dir=paths.experiment_dir)
+    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    if spec.resources.workers > 1:  # the trial relays; its workers hold the cores (Ray Train),
+        resources = {"cpu": 0, "gpu": 0, "memory": RELAY_MEMORY}  # and Ray places no empty one
+    trainable = run_trial
+    if spec.resources.workers > 1:
+        from sweeps.trial_workers import run_workers_trial as trainable
+    return tune.with_resources(tune.with_parameters(trainable, context=context), resources)
 
 
 def make_tuner(space: Any, paths: SweepPaths, trainable: Any, callbacks: list[Any], *,
@@ -176,7 +168,8 @@ def make_tuner(space: Any, paths: SweepPaths, trainable: Any, callbacks: list[An
             # ASHA and Optuna rank a trial by its best report so far, not its last.
             metric=BEST_OBJECTIVE, mode=spec.objective.mode, search_alg=searcher,
             scheduler=scheduler, num_samples=spec.num_samples,
-            max_concurrent_trials=spec.max_concurrent_trials, reuse_actors=reuse_actors,
+            max_concurrent_trials=spec.max_concurrent_trials,  # (a reused actor would outlive
+            reuse_actors=reuse_actors and spec.resources.workers == 1,  # a trial's TorchTrainer)
             trial_name_creator=trial_name, trial_dirname_creator=trial_name),
         run_config=tune.RunConfig(
             name=paths.name, storage_path=paths.storage_path, callbacks=callbacks,
@@ -217,14 +210,17 @@ def run_sweep(space: Any, paths: SweepPaths, *, tracking_uri: str | None = None,
     from vae.training.mlflow import quiet_store_errors, store_error_line
 
     quiet_store_errors()  # a failing store is one warning line here, not a traceback per call
+    start_ray(address, num_cpus, state_api=space.spec.resources.workers > 1)
+    check_placement(space)
     track = open_tracking(space, paths, tracking_uri, resume)
-    start_ray(address, num_cpus)
     status_callback = TrialRunStatusCallback(track.tracking_uri, track.experiment_id,
                                              track.parent_run_id, space.max_t,
                                              space.spec.scheduler.time_attr, paths.state_dir)
     tuner = make_tuner(space, paths, make_trainable(space, paths, track),
                        [status_callback, *extra_callbacks], resume=resume,
                        reuse_actors=reuse_actors)
+    from sweeps.guard import interruption_watch
+
     with interruption_watch() as interrupted:
         results = tuner.fit()
     if interrupted.is_set():

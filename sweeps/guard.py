@@ -7,24 +7,50 @@
 - :func:`storage_problem`: the storage and state folders can be created and written (found with
   vae.cli.common.writable_problem, which creates nothing).
 - :func:`tracking_problem`: the MLflow store answers within a few seconds (an http server is
-  pinged with a short timeout instead of MLflow's minutes of retries)."""
+  pinged with a short timeout instead of MLflow's minutes of retries).
+- :func:`placement_problem`: the cluster can place one trial's workers at all.
+- :func:`interruption_watch`: Ctrl-C stops the running sweep resumably."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import json
+import logging
 import os
+import signal
 import socket
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from sweeps.layout import LayoutError, SweepPaths
 from vae.cli.common import writable_problem
 
 TRACKING_TIMEOUT_S = 5.0
+logger = logging.getLogger(__name__)
+
+
+class UnplaceableTrial(LayoutError):
+    """The cluster can never place one trial (Tune would wait for it forever)."""
+
+
+def placement_problem(where: str, cpu: float, gpu: float, workers: int,
+                      nodes: list[dict[str, float]]) -> str | None:
+    """Why ``workers`` processes of ``cpu`` CPUs and ``gpu`` GPUs each can never be placed on
+    ``nodes`` (each node's total resources, as Ray lists them), or None. Each worker sits on one
+    node; together they may span several."""
+    fits = [min(node.get("CPU", 0) // cpu if cpu else workers,
+                node.get("GPU", 0) // gpu if gpu else workers) for node in nodes]
+    if sum(fits) >= workers:
+        return None
+    cpus, gpus = sum(n.get("CPU", 0) for n in nodes), sum(n.get("GPU", 0) for n in nodes)
+    return (f"{where}: resources: {workers} worker(s) of {cpu:g} CPU and {gpu:g} GPU each, but "
+            f"the cluster's {len(nodes)} node(s) ({cpus:g} CPUs, {gpus:g} GPUs) can place "
+            f"{int(sum(fits))}; lower resources.workers, cpu or gpu, or add nodes")
 
 
 class SweepLocked(LayoutError):
@@ -92,3 +118,33 @@ def tracking_problem(tracking_uri: str, timeout: float = TRACKING_TIMEOUT_S) -> 
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return f"MLflow tracking store {tracking_uri}: {first[:300]}"
     return None
+
+
+@contextlib.contextmanager
+def interruption_watch() -> Iterator[threading.Event]:
+    """An event set when SIGINT (Ctrl-C) arrives during the block. Tune's own SIGINT handler stops
+    the run gracefully but returns as if it had ended, so ours records the interruption and asks
+    Tune to stop through SIGUSR1 (the same graceful stop); a second Ctrl-C raises at once."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted  # signals can only be caught in the main thread
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        logger.warning("interrupted: stopping the sweep resumably (Ctrl-C again to abort)")
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    previous_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Tune keeps ours, listens on SIGUSR1
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if previous_env is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = previous_env

@@ -64,9 +64,13 @@ def local_cpu_problem(space: Any, address: str | None, num_cpus: int | None) -> 
     if address is not None:
         return None
     available = num_cpus or os.cpu_count() or 1
-    wanted = space.spec.resources.cpu
+    resources = space.spec.resources
+    wanted = resources.cpu * resources.workers
     if wanted > available:
-        return (f"{space.path}: resources.cpu: {wanted:g} CPUs per trial, but the local Ray has "
+        key, per = "resources.cpu", ""
+        if resources.workers > 1:
+            key, per = "resources.workers", f" ({resources.workers} workers x {resources.cpu:g})"
+        return (f"{space.path}: {key}: {wanted:g} CPUs per trial{per}, but the local Ray has "
                 f"{available} (--num-cpus or this machine); lower it, or pass --address")
     return None
 

@@ -19,7 +19,7 @@ from sweeps.layout import LayoutError, check_name
 from sweeps.objectives import Constraint, Goal
 from sweeps.space_objectives import (ConstraintSpec, ListedObjective, Objective, StrictSection,
                                      check_objectives)
-from sweeps.space_rules import condition_problems, point_problems
+from sweeps.space_rules import condition_problems, point_problems, process_problems
 from vae.config import ConfigError, VAEConfig, load_config
 from vae.config_fields import field_spec
 from vae.user_files import UserFileError, parse_yaml, read_user_text
@@ -76,8 +76,9 @@ class Scheduler(StrictSection):
 
 
 class Resources(StrictSection):
-    cpu: float = Field(1.0, gt=0)
-    gpu: float = Field(0.0, ge=0)
+    cpu: float = Field(1.0, gt=0, description="per worker")
+    gpu: float = Field(0.0, ge=0, description="per worker")
+    workers: int = Field(1, ge=1, description="data-parallel processes per trial (Ray Train)")
 
     @field_validator("cpu", "gpu")
     @classmethod
@@ -205,6 +206,7 @@ def load_space(path: str | Path, overrides: dict[str, Any] | None = None) -> Sea
     for name, param in spec.params.items():
         _check_param(name, param, spec, base_config, problems)
     problems.extend(point_problems(spec.points_to_evaluate, spec.params))
+    problems.extend(process_problems(spec))
     if problems:
         raise SpaceError(str(path), problems)
     return SearchSpace(path.resolve(), spec, base_config, raw_text)

@@ -1,6 +1,7 @@
 """The rules between params of a search space: conditions (which earlier categorical value a
-param depends on) and starting points (``points_to_evaluate``). Apart from space.py, which
-parses the file and checks each param against the config schema."""
+param depends on), starting points (``points_to_evaluate``) and who sets a trial's process
+count. Apart from space.py, which parses the file and checks each param against the config
+schema."""
 
 from __future__ import annotations
 
@@ -58,3 +59,20 @@ def _condition_false(param: ParamKind, point: dict[str, Any]) -> str | None:
             return (f"only sampled when {cond_key} = {cond_value!r}, but the point sets "
                     f"{cond_key} = {point[cond_key]!r}")
     return None
+
+
+# A trial's processes are its Ray Train workers; Lightning launching its own inside a Tune
+# trial would escape Ray's placement.
+PROCESS_KEYS = ("trainer.devices", "trainer.num_nodes")
+
+
+def process_problems(spec: Any) -> list[str]:
+    """A space that sets a trial's process count through the trainer instead of its resources."""
+    problems = []
+    for key in PROCESS_KEYS:
+        where = ("base.overrides" if spec.base.overrides.get(key, 1) != 1 else
+                 "params" if key in spec.params else None)
+        if where:
+            problems.append(f"{where}.{key}: a trial's data-parallel processes are set by "
+                            "resources.workers (Ray Train workers), not by the trainer")
+    return problems

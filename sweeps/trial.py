@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,9 @@ class TrialContext:
     cpus_per_trial: float = 1.0
     json_params: tuple[str, ...] = ()
     constraints: tuple[Constraint, ...] = ()
+    workers: int = 1  # data-parallel processes per trial: >1 runs a Ray Train TorchTrainer
+    gpus_per_worker: float = 0.0
+    experiment_dir: str = ""  # the sweep's folder in its storage (SweepPaths.experiment_dir)
 
 
 def objective_value(metrics: dict[str, float], context: TrialContext) -> float:
@@ -101,8 +105,11 @@ class TuneReportCallback(pl.Callback):
     run the objective and the best report so far (see log_to_run)."""
 
     def __init__(self, context: TrialContext, client: Any = None, run_id: str | None = None,
-                 running_best: dict[str, Any] | None = None) -> None:
-        self.context, self.client, self.run_id = context, client, run_id
+                 running_best: dict[str, Any] | None = None,
+                 report: Callable[..., None] = tune.report) -> None:
+        """``report(metrics, checkpoint=...)``: tune.report in a one-process trial; a Ray Train
+        worker's report in a trial of several workers (sweeps/trial_workers.py)."""
+        self.context, self.client, self.run_id, self.report = context, client, run_id, report
         self.first_step_at: float | None = None
         restored = running_best or {}
         self.best: float | None = restored.get(BEST_OBJECTIVE)
@@ -146,7 +153,7 @@ class TuneReportCallback(pl.Callback):
             # Lightning logs its default on every save otherwise.
             trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE, weights_only=False)
             (Path(folder) / RUNNING_BEST_FILE).write_text(json.dumps(running_best))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+            self.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
     def log_to_run(self, objective: float, step: int) -> None:
         """This validation's objective and the best report so far, all at this step, so each
@@ -161,17 +168,24 @@ class TuneReportCallback(pl.Callback):
             if value is not None and math.isfinite(value)])
 
 
-def run_trial(sampled: dict[str, Any], context: TrialContext) -> None:
-    """The Tune trainable (wrap with ``tune.with_parameters(run_trial, context=...)``)."""
+@dataclass
+class PreparedTrial:
+    """A trial's config and its MLflow child run, ready for training."""
+
+    trial_id: str
+    config: VAEConfig
+    run_id: str | None
+    client: Any  # GuardedClient: MLflow calls that never fail the training
+    guard: TrackingGuard
+
+
+def prepare_trial(sampled: dict[str, Any], context: TrialContext, accelerator: str) -> PreparedTrial:
+    """Sampled values → the trial's config, and its MLflow child run opened and tagged."""
     sampled = decode_sampled(sampled, context.json_params)
     for name in RAY_CHECKPOINT_LOGGERS:  # in this worker process, where Ray logs them
         logging.getLogger(name).setLevel(logging.WARNING)
     tune_context = tune.get_context()
     trial_id, trial_name = tune_context.get_trial_id(), tune_context.get_trial_name()
-    # Ray shows a trial every GPU unless told otherwise; trust only the ones it assigned, and
-    # only if this process can use CUDA (a node may declare GPUs its torch cannot drive).
-    accelerator = "gpu" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
-    torch.set_num_threads(max(1, int(context.cpus_per_trial)))
     config = VAEConfig.model_validate(context.base_config).override({
         **sampled,
         "trainer.accelerator": accelerator,
@@ -195,25 +209,44 @@ def run_trial(sampled: dict[str, Any], context: TrialContext) -> None:
     client.set_tag(run_id, OBJECTIVE_FORMULA_TAG, objective_formula(context))
     for name, value in sampled.items():
         client.log_param(run_id, f"searched/{name}", value)
+    return PreparedTrial(trial_id, config, run_id, client, guard)
 
+
+def restored_checkpoint(checkpoint: Any, scratch: Path) -> tuple[Path | None, dict[str, Any] | None]:
+    """The Lightning checkpoint file (copied into ``scratch``) and the running best of a Tune
+    checkpoint; (None, None) without one."""
+    if checkpoint is None:
+        return None, None
+    ckpt_path = scratch / CHECKPOINT_FILE
+    with checkpoint.as_directory() as folder:
+        shutil.copy(Path(folder) / CHECKPOINT_FILE, ckpt_path)
+        running_best = read_running_best(Path(folder))
+    return ckpt_path, running_best
+
+
+def resumed_step(ckpt_path: Path) -> str:
+    return str(torch.load(ckpt_path, map_location="cpu", weights_only=True)["global_step"])
+
+
+def run_trial(sampled: dict[str, Any], context: TrialContext) -> None:
+    """The Tune trainable (wrap with ``tune.with_parameters(run_trial, context=...)``)."""
+    # Ray shows a trial every GPU unless told otherwise; trust only the ones it assigned, and
+    # only if this process can use CUDA (a node may declare GPUs its torch cannot drive).
+    accelerator = "gpu" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+    torch.set_num_threads(max(1, int(context.cpus_per_trial)))
+    trial = prepare_trial(sampled, context, accelerator)
     # Node-local scratch: Tune copies the trial dir to the sweep storage, and Lightning's own
     # files do not belong there (Tune's checkpoints are what a trial resumes from).
-    with tempfile.TemporaryDirectory(prefix=f"vae-trial-{trial_id}-") as scratch:
-        ckpt_path, running_best = None, None
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is not None:
-            ckpt_path = Path(scratch) / CHECKPOINT_FILE
-            with checkpoint.as_directory() as folder:
-                shutil.copy(Path(folder) / CHECKPOINT_FILE, ckpt_path)
-                running_best = read_running_best(Path(folder))
-            step = torch.load(ckpt_path, map_location="cpu", weights_only=True)["global_step"]
-            client.set_tag(run_id, "resumed_from_step", str(step))
-        report = TuneReportCallback(context, client, run_id, running_best)
+    with tempfile.TemporaryDirectory(prefix=f"vae-trial-{trial.trial_id}-") as scratch:
+        ckpt_path, running_best = restored_checkpoint(tune.get_checkpoint(), Path(scratch))
+        if ckpt_path is not None:
+            trial.client.set_tag(trial.run_id, "resumed_from_step", resumed_step(ckpt_path))
+        report = TuneReportCallback(context, trial.client, trial.run_id, running_best)
         try:
-            with guard.active():
-                train(config, ckpt_path=str(ckpt_path) if ckpt_path else None,
-                      callbacks=[report], mlflow_run_id=run_id,
+            with trial.guard.active():
+                train(trial.config, ckpt_path=str(ckpt_path) if ckpt_path else None,
+                      callbacks=[report], mlflow_run_id=trial.run_id,
                       run_dir=Path(scratch) / "run", owns_run_status=False, checkpointing=False)
         except Exception:
-            client.set_tag(run_id, "failure_reason", traceback.format_exc()[-4900:])
+            trial.client.set_tag(trial.run_id, "failure_reason", traceback.format_exc()[-4900:])
             raise
