@@ -34,6 +34,7 @@ from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, OBJECTIVE, OUTCOMES, Layou
                            trial_value)
 from sweeps.objectives import (INFEASIBLE_WORDS, RATE_METRIC, Goal, constraints_from_state,
                                goals_from_state, ranking_words)
+from sweeps.promotion import promotion_lines
 from sweeps.records import best_result
 from sweeps.report_anchors import (ANCHORS_CSV, add_anchors_argument, anchors_markdown,
                                    checked_anchors, score_anchors, sweep_config)
@@ -178,6 +179,7 @@ def build_report(paths: SweepPaths, out_dir: Path, anchors: Sequence[Any] = ()) 
         "front": front_summary(table, front, constraints),
         "anchors": references.to_dict("records") if references is not None else [],
         "best": table.iloc[0].dropna().to_dict() if len(table) else None,
+        "promotion": promotion_lines(paths, state),  # its top trials trained longer (sweep-promote)
         "plots": [analysis.file for analysis in analyses.values() if analysis.file],
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -203,6 +205,7 @@ def trials_markdown(table: pd.DataFrame, summary: dict[str, Any],
              f"Compute: {compute['spent']:g} of {compute['all_to_max_t']:g} {compute['unit']} "
              f"({compute['fraction']:.0%} of running every trial to max_t).", "",
              f"Objective: `{summary['objective']}`, each trial ranked by its best report.", "",
+             *(part for line in summary.get("promotion") or [] for part in (line + ".", "")),
              *([f"Ranked (by ASHA, for the best trial and the table) by {summary['ranking']}"
                 + (f"; {INFEASIBLE_WORDS}." if summary["front"]["constraints"] else "."), ""]
                if summary["ranking"] else []),
