@@ -5,7 +5,9 @@
 1. trial start → first training step, with and without actor reuse;
 2. 2 concurrent trials on 2 cores vs 1 at a time (goal: ≥ 1.8× trials per minute);
 3. ASHA compute vs running every trial to max_t (goal: ≤ 40%), and how close ASHA's best
-   objective is to the best of running everything (same seeded random configs in both).
+   objective is to the best of running everything (same seeded random configs in both);
+4. one trial's training samples/s on 2 data-parallel workers vs 1 (``resources.workers``, one
+   core each; goal ≥ 1.7×), between its first and last validation.
 Figures, not assertions. Uses the built-in synthetic data and a tiny model."""
 
 from __future__ import annotations
@@ -125,6 +127,24 @@ def asha_figures(root: Path, args: argparse.Namespace) -> dict[str, float]:
             "asha_best_gap_pct": 100 * (asha_best / full_best - 1)}
 
 
+def workers_figures(root: Path, args: argparse.Namespace) -> dict[str, float]:
+    """4. one trial on 1 worker and on 2 (the same batch per worker: 2 workers see twice the
+    chunks per step), its samples/s after the first validation (no start-up in the figure)."""
+    rates = {}
+    for workers in (1, 2):
+        spec = space_dict(f"workers_{workers}", 1, 1, {"type": "none"}, args.workers_steps,
+                          args.workers_steps // 4)
+        spec["resources"] = {"cpu": 1, "workers": workers}
+        spec["base"]["overrides"]["data.batch_size"] = args.workers_batch
+        _, analysis, _ = run(root, spec)
+        history = next(iter(analysis.trial_dataframes.values()))
+        seconds = float(history["time_this_iter_s"].iloc[1:].sum())
+        steps = int(history["step"].iloc[-1] - history["step"].iloc[0])
+        rates[workers] = steps * args.workers_batch * workers / seconds
+    return {"samples_per_s_1": rates[1], "samples_per_s_2": rates[2],
+            "workers_speedup": rates[2] / rates[1]}
+
+
 def step_figures(root: Path, args: argparse.Namespace) -> dict[str, float]:
     """0. the training step, printed as it is measured (the default config)."""
     from vae.training.benchmark import run_benchmark
@@ -134,7 +154,8 @@ def step_figures(root: Path, args: argparse.Namespace) -> dict[str, float]:
     return {}
 
 
-PARTS = {"step": step_figures, "start": start_figures, "concurrency": concurrency_figures, "asha": asha_figures}
+PARTS = {"step": step_figures, "start": start_figures, "concurrency": concurrency_figures,
+         "asha": asha_figures, "workers": workers_figures}
 
 
 def print_figures(figures: dict[str, float], args: argparse.Namespace) -> None:
@@ -154,6 +175,10 @@ def print_figures(figures: dict[str, float], args: argparse.Namespace) -> None:
               f"(goal <= 40%), {figures['asha_wall_fraction']:.0%} of the wall time; best "
               f"{figures['asha_best']:.4f} vs {figures['full_best']:.4f} "
               f"({figures['asha_best_gap_pct']:+.1f}%)")
+    if "workers_speedup" in figures:
+        print(f"one trial, data-parallel: {figures['samples_per_s_1']:.1f} samples/s on 1 worker, "
+              f"{figures['samples_per_s_2']:.1f} on 2: {figures['workers_speedup']:.2f}x "
+              "(goal >= 1.7x)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency-steps", type=int, default=120, help="steps per trial")
     parser.add_argument("--asha-max-steps", type=int, default=90)
     parser.add_argument("--asha-val-every", type=int, default=5)
+    parser.add_argument("--workers-steps", type=int, default=200, help="steps of each trial")
+    parser.add_argument("--workers-batch", type=int, default=16, help="chunks per worker per step")
     parser.add_argument("--only", nargs="+", choices=list(PARTS), help="run these parts only")
     return parser
 
@@ -178,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         if set(parts) - {"step"}:
             import ray
 
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            # the state API frees a multi-worker trial's cores (sweeps/driver.py start_ray)
+            ray.init(num_cpus=2, include_dashboard="workers" in parts,
+                     dashboard_host="127.0.0.1", log_to_driver=False)
             for name in parts:
                 if name != "step":
                     figures.update(PARTS[name](Path(tmp), args))

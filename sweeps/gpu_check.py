@@ -7,7 +7,8 @@
 (c) MFU: a training step's FLOPs (``torch.utils.flop_counter``) / its time / the card's dense peak
     for that precision (a table by card name), and vs a matmul measured on the card;
 (d) data loading: the folder source (FLAC at 48 kHz, resampled) at several ``num_workers`` vs the
-    chunks per second a bf16-mixed step consumes.
+    chunks per second a bf16-mixed step consumes;
+(e) data-parallel: ``vae-train`` on 2 GPUs vs 1 (sweeps/gpu_check_ddp.py; skipped below 2 GPUs).
 Writes every figure to OUT/gpu_check.json and prints a summary. ``--tiny`` runs the same path with
 a tiny model on whatever device there is (how the tests run it on CPU)."""
 
@@ -222,6 +223,10 @@ def summary(results: dict[str, Any]) -> str:
         rates = ", ".join(f"{w} workers {v['chunks_per_s']:.0f}/s ({v['headroom']:.1f}x)"
                           for w, v in loader["workers"].items())
         lines.append(f"loader vs {loader['consumed_chunks_per_s']:.1f} chunks/s consumed: {rates}")
+    if "ddp" in results:
+        from sweeps.gpu_check_ddp import ddp_line
+
+        lines.append(ddp_line(results["ddp"]))
     lines.append(f"total {results['wall_s']:.0f} s")
     return "\n".join(lines)
 
@@ -232,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=200, help="steps per precision (default 200)")
     parser.add_argument("--packing-steps", type=int, default=150, help="steps per packed trial")
     parser.add_argument("--tiny", action="store_true", help="tiny model, fewer steps, any device")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["packing", "loader"])
+    parser.add_argument("--ddp-steps", type=int, default=100, help="steps of the shorter DDP run")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["packing", "loader", "ddp"])
     return parser
 
 
@@ -275,6 +281,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         fastest = results["precision"][precisions[-1]]
         results["loader"] = loader_run(overrides, fastest["batch_size"] * fastest["steps_per_s"],
                                        args.tiny)
+    if "ddp" not in args.skip:
+        from sweeps.gpu_check_ddp import ddp_run
+
+        results["ddp"] = ddp_run(overrides, 4 if args.tiny else args.ddp_steps,
+                                 torch.cuda.device_count(), args.tiny)
     results["wall_s"] = time.perf_counter() - began
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

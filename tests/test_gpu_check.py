@@ -38,3 +38,6 @@ def test_tiny_gpu_check_writes_every_figure(tmp_path):
     assert packing["packed"]["steps"] == PACKED_TRIALS * packing["alone"]["steps"] > 0
     assert set(results["loader"]["workers"]) == {str(w) for w in LOADER_WORKERS[:2]}
     assert all(w["chunks_per_s"] > 0 for w in results["loader"]["workers"].values())
+    ddp = results["ddp"]  # on a CPU: the same path with 2 gloo processes
+    assert ddp["accelerator"] == "cpu" and ddp["final_metrics_finite"] is True
+    assert ddp["samples_per_s_1"] > 0 and ddp["samples_per_s_2"] > 0

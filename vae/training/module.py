@@ -127,16 +127,18 @@ class AudioVAEModule(pl.LightningModule):
 
     def log_step(self, batch_size: int) -> None:
         """The window's mean of every training log, over every process (one step, one point)."""
-        logs = {name: value / self._window_batches for name, value in self._window_sums.items()}
+        names = list(self._window_sums)
+        # One all-reduce for every log (Lightning's sync_dist would make one per value).
+        means = average_tensor(torch.stack([torch.as_tensor(self._window_sums[name], dtype=torch.float32,
+                                                             device=self.device) for name in names]))
+        logs = dict(zip(names, means / self._window_batches))
         self._window_sums, self._window_batches = {}, 0
         logs["train/kl_weight"] = self.kl_schedule.value()
         logs["train/lr"] = self.optimizers().param_groups[0]["lr"]
         # Lightning uses a logged "step" as the logger's x-axis: generator steps done.
         logs["step"] = float(self.global_step)
-        distributed = world_size() > 1
-        self.log_dict(logs, prog_bar=False, batch_size=batch_size, sync_dist=distributed)
-        self.log("loss", logs["train/loss"], prog_bar=True, logger=False, batch_size=batch_size,
-                 sync_dist=distributed)
+        self.log_dict(logs, prog_bar=False, batch_size=batch_size)
+        self.log("loss", logs["train/loss"], prog_bar=True, logger=False, batch_size=batch_size)
 
     def generator_objective(self, losses: dict[str, torch.Tensor], total: torch.Tensor,
                             reconstruction: torch.Tensor,
