@@ -72,7 +72,7 @@ def run_space(raw: dict, root: Path) -> tuple[Any, SweepPaths, str, dict]:
     paths = SweepPaths(str(root / "results"), raw["name"])
     tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
     # the state API (dashboard) frees a stopped multi-worker trial's cores (sweeps/driver.py)
-    ray.init(num_cpus=2, include_dashboard=raw["resources"].get("workers", 1) > 1,
+    ray.init(num_cpus=2, include_dashboard=space.spec.resources.workers > 1,
              dashboard_host="127.0.0.1")
     try:
         summary = run_sweep(space, paths, tracking_uri=tracking_uri)
