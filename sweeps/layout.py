@@ -7,7 +7,7 @@ On disk (STORAGE is ``--storage-path``, else ``$SWEEP_STORAGE``, else ./sweep_re
         trial_<id>/params.json       the sampled values              (written by Ray Tune)
         trial_<id>/result.json       one JSON result per line        (written by Ray Tune)
         trial_<id>/error.txt         present when the trial failed   (written by Ray Tune)
-        trial_<id>/checkpoint_NNNNNN/model.ckpt   a Lightning checkpoint (sweeps/trial.py)
+        trial_<id>/checkpoint_NNNNNN/model.ckpt   a Lightning checkpoint (sweeps/execution/trial.py)
         trial_<id>/checkpoint_NNNNNN/running_best.json  its report's step and objective and the
                                      trial's running best then (restored on resume)
     STATE/NAME/sweep.json            driver state: parent run, study, objective mode, horizon
@@ -41,7 +41,7 @@ STATE_FILE = "sweep.json"
 OPTUNA_DB = "optuna.db"
 REPORT_DIR = "report"
 CHECKPOINT_FILE = "model.ckpt"
-# Ray Tune's files in a trial dir (named by sweeps/driver.py's trial_dirname_creator).
+# Ray Tune's files in a trial dir (named by sweeps/execution/driver.py's trial_dirname_creator).
 TRIAL_DIR_PREFIX = "trial_"
 PARAMS_FILE = "params.json"
 RESULT_FILE = "result.json"

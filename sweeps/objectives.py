@@ -6,7 +6,7 @@ among reports that meet every constraint, Deb's feasibility rule folded into a s
 that violates a constraint ranks below every report that meets them all (its value is pushed
 ``INFEASIBLE_OFFSET`` past any real metric, on the bad side), and among violating reports the
 smaller total violation ranks first, so early in training ASHA keeps the trials closest to
-feasible. Optuna sees the real objectives and constraints (sweeps/search.py).
+feasible. Optuna sees the real objectives and constraints (sweeps/execution/search.py).
 
 No numpy, no Ray: the search space, the trial and the readers of a sweep's state import it."""
 

@@ -79,7 +79,7 @@ def local_cpu_problem(space: Any, address: str | None, num_cpus: int | None) -> 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Validate everything before Ray or MLflow is touched.
-    from sweeps.space import SpaceError, load_space
+    from sweeps.space.schema import SpaceError, load_space
 
     overrides: dict[str, Any] = {}
     if args.num_samples is not None:
@@ -102,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def guarded_run(args: argparse.Namespace, space: Any, paths: SweepPaths) -> int:
     """Storage, resume, tracking and lock checks (exit 2), then the sweep (130 if interrupted)."""
-    from sweeps.guard import driver_lock, storage_problem, tracking_problem
-    from sweeps.progress import quiet_driver_logs  # issue 12 hook
-    from sweeps.summary import print_summary
+    from sweeps.execution.guard import driver_lock, storage_problem, tracking_problem
+    from sweeps.execution.progress import quiet_driver_logs  # issue 12 hook
+    from sweeps.execution.summary import print_summary
     from vae.training.mlflow import resolve_tracking_uri
 
     quiet_driver_logs(local_ray=args.address is None)  # issue 12 hook: before any store opens
@@ -122,7 +122,7 @@ def guarded_run(args: argparse.Namespace, space: Any, paths: SweepPaths) -> int:
             problem = resume_problem(paths, args.resume)
             if problem:
                 return common.fail(problem)
-            from sweeps.driver import run_sweep
+            from sweeps.execution.driver import run_sweep
 
             result = run_sweep(space, paths, tracking_uri=tracking_uri, address=args.address,
                                resume=args.resume, num_cpus=args.num_cpus,

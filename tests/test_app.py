@@ -25,9 +25,9 @@ from sweeps.app import clips, plots
 from sweeps.app.cli import PAGE
 from sweeps.app.models import discover_bundles
 from sweeps.app.trials import seed_default_trial, trial_bundle
-from sweeps.pareto import sweep_front
+from sweeps.results.pareto import sweep_front
 from sweeps.layout import CHECKPOINT_FILE, SweepPaths
-from sweeps.records import list_sweeps, sweep_trials
+from sweeps.results.records import list_sweeps, sweep_trials
 from vae.inference import load_bundle, load_checkpoint_model
 
 pytest.importorskip("streamlit")
@@ -232,8 +232,8 @@ def sweep(tmp_path_factory):
     """A real two-trial sweep (Ray Tune, Optuna, MLflow sqlite): the seeded default first."""
     import ray
 
-    from sweeps.driver import run_sweep
-    from sweeps.space import load_space
+    from sweeps.execution.driver import run_sweep
+    from sweeps.space.schema import load_space
 
     root = tmp_path_factory.mktemp("ab_sweep")
     space = {

@@ -50,8 +50,8 @@ from ray.cluster_utils import Cluster
 from ray.tune import ExperimentAnalysis
 
 from sweeps.layout import CHECKPOINT_DIR_GLOB, STATE_DIR_ENV, SweepPaths, load_state, trial_dirname
-from sweeps.tracking import OUTCOME_TAG, TRIAL_TAG, client_for, reachable_tracking_uri
-from sweeps.trial import NODE_TAG
+from sweeps.execution.tracking import OUTCOME_TAG, TRIAL_TAG, client_for, reachable_tracking_uri
+from sweeps.execution.trial import NODE_TAG
 from tests.conftest import MICRO
 
 pytestmark = pytest.mark.slow

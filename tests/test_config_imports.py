@@ -31,23 +31,25 @@ VALIDATE_SPACES = f"""
 import sys, time
 from pathlib import Path
 start = time.perf_counter()
-import sweeps.space
+import sweeps.space.schema
 elapsed = time.perf_counter() - start
 for path in sorted(Path("search_spaces").glob("*.yaml")):
-    sweeps.space.load_space(path)
+    sweeps.space.schema.load_space(path)
 try:
-    sweeps.space.load_space("search_spaces/smoke.yaml", overrides={{"params": {{"model.chanels": 1}}}})
-except sweeps.space.SpaceError:
+    sweeps.space.schema.load_space("search_spaces/smoke.yaml",
+                                   overrides={{"params": {{"model.chanels": 1}}}})
+except sweeps.space.schema.SpaceError:
     pass
 else:
     raise AssertionError("a misspelt key passed the validator")
 loaded = [name for name in {HEAVY!r} if name in sys.modules]
-assert not loaded, f"import sweeps.space imported {{loaded}}"
-print(f"import sweeps.space: {{elapsed * 1000:.0f}} ms")
+assert not loaded, f"import sweeps.space.schema imported {{loaded}}"
+print(f"import sweeps.space.schema: {{elapsed * 1000:.0f}} ms")
 """
 
 
-@pytest.mark.parametrize("script", [IMPORT_CONFIG, VALIDATE_SPACES], ids=["vae.config", "sweeps.space"])
+@pytest.mark.parametrize("script", [IMPORT_CONFIG, VALIDATE_SPACES],
+                         ids=["vae.config", "sweeps.space.schema"])
 def test_reading_the_schema_imports_no_torch_numpy_lightning_ray_or_audio_io(script):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120, cwd=ROOT)

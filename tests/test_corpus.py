@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from sweeps.corpus import MANIFEST, PackageMusic, build_corpus, split_of
+from sweeps.tools.corpus import MANIFEST, PackageMusic, build_corpus, split_of
 
 SR = 8000
 

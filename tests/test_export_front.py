@@ -13,15 +13,15 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from sweeps import export
+from sweeps.results import export
 from sweeps.app.trials import FRONT_COLUMN, trial_rows
-from sweeps.export import champion_alias, front_aliases
-from sweeps.pareto import sweep_front
+from sweeps.results.export import champion_alias, front_aliases
+from sweeps.results.pareto import sweep_front
 from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, CHECKPOINT_FILE, OBJECTIVE, RUNNING_BEST_FILE,
                            STATE_DIR_ENV, STORAGE_ENV, SweepPaths, trial_dirname, update_state)
 from sweeps.objectives import (RATE_METRIC, Constraint, Goal, constraints_to_state, goals_to_state,
                                ranked_value, total_violation)
-from sweeps.records import TrialRecord, sweep_trials
+from sweeps.results.records import TrialRecord, sweep_trials
 from tests.test_untrusted_checkpoints import tiny_args
 from vae.config import load_config
 from vae.inference import load_bundle
@@ -74,8 +74,8 @@ def store(tmp_path_factory) -> dict:
 
 def write_trial(experiment: Path, trial_id: str, reports: list[dict], checkpoint: Path,
                 failed: bool, mode: str = "min") -> None:
-    """A trial folder as Ray Tune and sweeps/trial.py leave it: params, one result line per report
-    (with the running best), one checkpoint folder per report."""
+    """A trial folder as Ray Tune and sweeps/execution/trial.py leave it: params, one result line
+    per report (with the running best), one checkpoint folder per report."""
     folder = experiment / trial_dirname(trial_id)
     folder.mkdir(parents=True)
     (folder / "params.json").write_text(json.dumps({"loss.kl.weight": len(reports) * 0.1}))
@@ -98,7 +98,7 @@ def write_trial(experiment: Path, trial_id: str, reports: list[dict], checkpoint
 
 def make_sweep(root: Path, name: str, store: dict, checkpoint: Path, trials: dict[str, list[dict]],
                failed: set[str] = frozenset(), **state) -> SweepPaths:
-    from sweeps.tracking import open_child_run
+    from sweeps.execution.tracking import open_child_run
 
     paths = SweepPaths(str(root), name)
     parent = store["client"].create_run(store["experiment_id"], run_name=name).info.run_id

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from sweeps.gpu_check import LOADER_WORKERS, PACKED_TRIALS, card_peak
+from sweeps.tools.gpu_check import LOADER_WORKERS, PACKED_TRIALS, card_peak
 
 
 def test_card_peaks_by_name():
@@ -18,7 +18,7 @@ def test_card_peaks_by_name():
 
 
 def test_gpu_check_needs_a_gpu_unless_tiny(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "sweeps.gpu_check", "-o", str(tmp_path)],
+    done = subprocess.run([sys.executable, "-m", "sweeps.tools.gpu_check", "-o", str(tmp_path)],
                           check=False, capture_output=True, text=True)
     assert done.returncode == 2 and "no CUDA device" in done.stderr
     assert not (tmp_path / "gpu_check.json").exists()
@@ -26,7 +26,7 @@ def test_gpu_check_needs_a_gpu_unless_tiny(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_gpu_check_writes_every_figure(tmp_path):
-    subprocess.run([sys.executable, "-m", "sweeps.gpu_check", "--tiny", "-o", str(tmp_path)],
+    subprocess.run([sys.executable, "-m", "sweeps.tools.gpu_check", "--tiny", "-o", str(tmp_path)],
                    check=True, capture_output=True, text=True, timeout=600)
     results = json.loads((tmp_path / "gpu_check.json").read_text())
     assert set(results["precision"]) == {"32", "bf16-mixed"}  # no fp16 autocast on CPU

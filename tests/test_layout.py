@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from sweeps import export, report
+from sweeps.results import export, report
 from sweeps.layout import (CHECKPOINT_FILE, DEFAULT_STORAGE, RUNNING_BEST_FILE, STATE_DIR_ENV,
                            STORAGE_ENV, LayoutError, SweepPaths, load_state, objective_mode,
                            ranked, record_outcomes, resolve_storage, trial_dirname, trial_value,
                            update_state)
-from sweeps.records import list_sweeps, sweep_trials
+from sweeps.results.records import list_sweeps, sweep_trials
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,14 +85,17 @@ def test_report_and_export_refuse_an_output_under_a_file_creating_nothing(main, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
-@pytest.mark.parametrize("script", ["run.py", "report.py", "export.py", "benchmark.py"])
-def test_every_sweeps_command_has_help_and_the_shared_flags(script):
-    done = subprocess.run([sys.executable, str(ROOT / "sweeps" / script), "--help"],
-                          capture_output=True, text=True, timeout=120)
+@pytest.mark.parametrize("command", [[str(ROOT / "sweeps" / "run.py")],  # README's spelling
+                                     ["-m", "sweeps.results.report"],
+                                     ["-m", "sweeps.results.export"],
+                                     ["-m", "sweeps.tools.benchmark"]])
+def test_every_sweeps_command_has_help_and_the_shared_flags(command):
+    done = subprocess.run([sys.executable, *command, "--help"], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr
-    if script != "benchmark.py":
+    if not command[-1].endswith("benchmark"):
         assert "--storage-path" in done.stdout
-    if script in ("report.py", "export.py"):
+    if command[-1].endswith(("report", "export")):
         assert "-o OUT, --out OUT" in done.stdout
 
 
@@ -177,8 +180,8 @@ def test_sweep_trials_best_first_failed_last_in_proposal_order(tmp_path, mode):
 
 def write_reporting_trial(experiment: Path, trial_id: str, objectives: list[float], kept: list[int],
                           errored: bool = False) -> None:
-    """A trial as sweeps/trial.py reports it (mode min): each result with the running best and its
-    step; the checkpoints Tune kept, each with its running_best.json."""
+    """A trial as sweeps/execution/trial.py reports it (mode min): each result with the running
+    best and its step; the checkpoints Tune kept, each with its running_best.json."""
     folder = experiment / trial_dirname(trial_id)
     folder.mkdir(parents=True)
     (folder / "params.json").write_text("{}")

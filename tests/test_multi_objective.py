@@ -15,9 +15,9 @@ from ray.tune.schedulers import ASHAScheduler
 
 from sweeps.layout import OBJECTIVE
 from sweeps.objectives import Constraint, at_best_report, ranked_value, total_violation
-from sweeps.pareto import HYPERVOLUME_METRIC, REFERENCE_PARAM
-from sweeps.records import read_results, sweep_trials
-from sweeps.trial import TrialContext, objective_value
+from sweeps.results.pareto import HYPERVOLUME_METRIC, REFERENCE_PARAM
+from sweeps.results.records import read_results, sweep_trials
+from sweeps.execution.trial import TrialContext, objective_value
 from tests.test_sweep import run_space
 from vae.metric_table import METRICS
 
@@ -106,7 +106,7 @@ def test_the_front_is_the_feasible_non_dominated_trials_with_its_hypervolume_on_
             [max(m[RATE] for m in eligible), max(m[MEL] for m in eligible),
              min(m[SISDR] for m in eligible)])
         assert all(by_id[i][RATE] <= RATE_BOUND for i in front["trials"])
-    from sweeps.tracking import client_for
+    from sweeps.execution.tracking import client_for
 
     parent = client_for(sweep["tracking_uri"]).get_run(sweep["summary"]["mlflow"]["parent_run_id"])
     assert parent.data.metrics[HYPERVOLUME_METRIC] == pytest.approx(front["hypervolume"])
@@ -151,7 +151,7 @@ def test_asha_stops_the_trial_outside_the_constraints_despite_its_better_primary
 
 
 def test_the_end_summary_gives_the_front_and_the_command_that_exports_it(sweep):
-    from sweeps.summary import end_summary
+    from sweeps.execution.summary import end_summary
 
     text = end_summary(sweep["summary"], sweep["paths"], sweep["space"])
     front = sweep["summary"]["front"]

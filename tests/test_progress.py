@@ -1,5 +1,6 @@
-"""The sweep's live view and end summary (sweeps/progress.py) on real Ray Tune ``Trial`` objects
-and a real search space, and vae-train's closing table: what a person reads, checked cell by cell."""
+"""The sweep's live view and end summary (sweeps/execution/progress.py) on real Ray Tune
+``Trial`` objects and a real search space, and vae-train's closing table: what a person reads,
+checked cell by cell."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from mlflow.tracking import MlflowClient
 from ray.tune.experiment import Trial
 
 from sweeps.layout import SweepPaths
-from sweeps.progress import (SweepReporter, SweepView, describe_space, progress_line, trial_rows,
-                             trial_state)
-from sweeps.summary import end_summary, next_commands
-from sweeps.space import load_space
+from sweeps.execution.progress import (SweepReporter, SweepView, describe_space, progress_line,
+                                       trial_rows, trial_state)
+from sweeps.execution.summary import end_summary, next_commands
+from sweeps.space.schema import load_space
 from vae.cli.train import final_report
 from vae.training.mlflow import (EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, default_artifact_location,
                                  ensure_experiment)

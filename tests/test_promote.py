@@ -14,15 +14,15 @@ import pytest
 import ray
 import yaml
 
-from sweeps.driver import run_sweep
+from sweeps.execution.driver import run_sweep
 from sweeps.layout import SweepPaths, load_state, update_state
-from sweeps.promote import main as promote_main
-from sweeps.promote import promoted_raw, write_space
-from sweeps.promotion import (PROMOTION_JSON, PROMOTION_MD, RHO_METRIC, TAU_METRIC,
-                              promotion_lines, rank_agreement)
-from sweeps.records import sweep_trials
-from sweeps.report import build_report
-from sweeps.space import load_space
+from sweeps.tools.promote import main as promote_main
+from sweeps.tools.promote import promoted_raw, write_space
+from sweeps.results.promotion import (PROMOTION_JSON, PROMOTION_MD, RHO_METRIC, TAU_METRIC,
+                                      promotion_lines, rank_agreement)
+from sweeps.results.records import sweep_trials
+from sweeps.results.report import build_report
+from sweeps.space.schema import load_space
 from tests.conftest import MICRO
 from vae.inference import load_bundle
 

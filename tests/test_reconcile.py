@@ -1,8 +1,8 @@
 """End-of-sweep reconciliation against a real MLflow store: a run whose trial Tune never recorded
 (a driver killed between starting a trial and saving Tune's state) does not stay as a trial."""
 
-from sweeps.tracking import (ORPHAN_TAG, child_runs, client_for, ensure_experiment, open_child_run,
-                             open_parent_run, reconcile)
+from sweeps.execution.tracking import (ORPHAN_TAG, child_runs, client_for, ensure_experiment,
+                                       open_child_run, open_parent_run, reconcile)
 
 
 def test_an_orphaned_child_run_is_retired_and_not_counted(tmp_path):

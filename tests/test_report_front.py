@@ -26,12 +26,12 @@ from ray import tune
 from sweeps.layout import BEST_OBJECTIVE, BEST_STEP, OBJECTIVE, SweepPaths, update_state
 from sweeps.objectives import (INFEASIBLE_WORDS, Constraint, Goal, constraints_to_state,
                                goals_to_state, ranked_value, ranking_words, total_violation)
-from sweeps.pareto import HYPERVOLUME_METRIC
-from sweeps.pareto import REFERENCE_PARAM as HYPERVOLUME_REFERENCE_PARAM
-from sweeps.report import build_report, log_to_parent_run
-from sweeps.report_front import table_front
-from sweeps.search import RAY_TRIAL_ATTR
-from sweeps.tracking import client_for
+from sweeps.results.pareto import HYPERVOLUME_METRIC
+from sweeps.results.pareto import REFERENCE_PARAM as HYPERVOLUME_REFERENCE_PARAM
+from sweeps.results.report import build_report, log_to_parent_run
+from sweeps.results.front import table_front
+from sweeps.execution.search import RAY_TRIAL_ATTR
+from sweeps.execution.tracking import client_for
 from tests.test_report_plots import keeping_figures
 
 matplotlib.use("Agg")
@@ -57,8 +57,8 @@ FRONT = ["A", "B", "C"]  # over all three objectives, by rate
 
 
 def report_line(values: tuple[float, float, float], step: int, best: float) -> dict:
-    """A result as sweeps/trial.py reports it for a multi-objective sweep (primary: the mel
-    distance, ranked with the constraint folded in; the sampled and the plain mel the same)."""
+    """A result as sweeps/execution/trial.py reports it for a multi-objective sweep (primary: the
+    mel distance, ranked with the constraint folded in; the sampled and the plain mel the same)."""
     metrics = dict(zip((KBPS, MEL, SDR), values)) | {MEL_PLAIN: values[1]}
     objective = ranked_value(values[1], "min", total_violation(CONSTRAINTS, metrics))
     return {**metrics, "step": step, OBJECTIVE: objective, BEST_OBJECTIVE: min(best, objective),
@@ -378,7 +378,7 @@ def test_reference_codecs_are_scored_on_the_sweeps_split_and_drawn_on_every_fron
 
 
 def test_a_sweep_without_its_config_in_the_state_reads_its_parent_runs_copy(sweeps, tmp_path):
-    from sweeps.report_anchors import BASE_CONFIG_ARTIFACT, sweep_config
+    from sweeps.results.anchors import BASE_CONFIG_ARTIFACT, sweep_config
     from sweeps.layout import LayoutError, load_state
 
     single, client = sweeps["single"], sweeps["client"]
@@ -392,7 +392,7 @@ def test_a_sweep_without_its_config_in_the_state_reads_its_parent_runs_copy(swee
 
 
 def test_a_bad_anchor_list_is_one_line_before_the_report(sweeps, tmp_path, capsys):
-    from sweeps.report import main
+    from sweeps.results.report import main
 
     out = tmp_path / "report"
     status = main([sweeps["single"]["paths"].name, "--storage-path",

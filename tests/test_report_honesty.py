@@ -20,11 +20,11 @@ import pytest
 import ray
 import yaml
 
-from sweeps.driver import run_sweep
+from sweeps.execution.driver import run_sweep
 from sweeps.layout import OBJECTIVE, SweepPaths
-from sweeps.report import IMPORTANCE_MIN_TRIALS, build_report
-from sweeps.search import RAY_TRIAL_ATTR
-from sweeps.space import load_space
+from sweeps.results.report import IMPORTANCE_MIN_TRIALS, build_report
+from sweeps.execution.search import RAY_TRIAL_ATTR
+from sweeps.space.schema import load_space
 from tests.test_report_plots import assert_apart, keeping_figures, labels
 from tests.test_sweep import SPACE, reports_by_trial
 

@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from sweeps import report_plots
+from sweeps.results import plots as report_plots
 from sweeps.layout import BEST_OBJECTIVE
-from sweeps.report import DISTORTION, IMPORTANCE_MIN_TRIALS, RATE, importance, pareto_front
-from sweeps.report_front import plot_rate_distortion
+from sweeps.results.report import DISTORTION, IMPORTANCE_MIN_TRIALS, RATE, importance, pareto_front
+from sweeps.results.front import plot_rate_distortion
 
 matplotlib.use("Agg")
 

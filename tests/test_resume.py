@@ -15,7 +15,7 @@ import optuna
 import pytest
 import yaml
 
-from sweeps.tracking import TRIAL_TAG, child_runs, client_for
+from sweeps.execution.tracking import TRIAL_TAG, child_runs, client_for
 from tests.conftest import MICRO
 
 pytestmark = pytest.mark.slow

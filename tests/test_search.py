@@ -3,8 +3,8 @@
 import optuna
 import yaml
 
-from sweeps.search import fail_orphaned_trials, make_searcher
-from sweeps.space import load_space
+from sweeps.execution.search import fail_orphaned_trials, make_searcher
+from sweeps.space.schema import load_space
 
 SPACE = {"name": "s", "base": {"overrides": {"trainer.max_steps": 20, "trainer.val_every_steps": 5}},
          "params": {"loss.kl.weight": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True}}}

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweeps.space import SpaceError, load_space
+from sweeps.space.schema import SpaceError, load_space
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -194,7 +194,7 @@ def test_cli_rejects_a_malformed_space_before_ray_or_mlflow_start(tmp_path):
 def test_list_valued_choices_travel_through_optuna_as_json(tmp_path):
     import optuna
 
-    from sweeps.space import decode_sampled
+    from sweeps.space.schema import decode_sampled
 
     space = with_changes(**{"params/adversarial.discriminators": {
         "type": "categorical", "choices": [["mpd", "msstft"], ["msd"]],
@@ -224,7 +224,7 @@ from typing import Literal
 import optuna
 import yaml
 
-from sweeps.distributions import PARAM_KINDS, ParamKind
+from sweeps.space.distributions import PARAM_KINDS, ParamKind
 
 
 class PowerOfTwo(ParamKind):
@@ -245,7 +245,7 @@ class PowerOfTwo(ParamKind):
 
 PARAM_KINDS["pow2"] = PowerOfTwo  # the registry line; the space schema is read after it
 
-from sweeps.space import SpaceError, load_space
+from sweeps.space.schema import SpaceError, load_space
 
 path = sys.argv[1]
 space = {"name": "t", "scheduler": {"type": "none"}, "params": {
@@ -278,7 +278,7 @@ def test_a_kind_added_to_the_registry_is_validated_and_sampled(tmp_path):
 def test_a_kind_that_forgets_a_method_cannot_be_used():
     from typing import Literal
 
-    from sweeps.distributions import ParamKind
+    from sweeps.space.distributions import ParamKind
 
     class NoSampler(ParamKind):
         type: Literal["nosampler"]
@@ -294,7 +294,7 @@ def test_a_kind_that_forgets_a_method_cannot_be_used():
 
 
 def test_objective_metrics_are_the_metric_table():
-    from sweeps.space_objectives import OBJECTIVE_METRICS
+    from sweeps.space.objectives import OBJECTIVE_METRICS
     from vae.metric_table import METRICS
 
     assert OBJECTIVE_METRICS == {m.key: m.direction for m in METRICS.values()}

@@ -115,7 +115,7 @@ def test_more_cpus_per_trial_than_the_local_machine(tmp_path):
 
 
 def test_the_valid_space_with_whole_and_small_fractions_still_loads(tmp_path):
-    from sweeps.space import load_space
+    from sweeps.space.schema import load_space
 
     space = with_changes(**{"resources/gpu": 0.25, "resources/cpu": 1})
     space["points_to_evaluate"].append({"adversarial.enabled": True, "adversarial.warmup_steps": 5})

@@ -12,8 +12,8 @@ import pytest
 import soundfile as sf
 import yaml
 
-from sweeps.study import ARMS, arm_overrides
-from sweeps.study import main as study_main
+from sweeps.tools.study import ARMS, arm_overrides
+from sweeps.tools.study import main as study_main
 from tests.conftest import MICRO
 from vae.inference import load_bundle
 
@@ -54,7 +54,7 @@ def test_arm_overrides_keep_steps_and_data_and_change_only_the_search():
 
 
 def test_single_arm_ranks_a_multi_objective_space_by_its_primary_alone(tmp_path):
-    from sweeps.space import load_space
+    from sweeps.space.schema import load_space
 
     objectives = [{"metric": "val/kl_kbps", "mode": "min"},
                   {"metric": "val/si_sdr_sampled", "mode": "max"}]
@@ -71,8 +71,8 @@ def test_single_arm_ranks_a_multi_objective_space_by_its_primary_alone(tmp_path)
 
 def test_front_comparison_measures_each_arm_from_one_reference(tmp_path):
     from sweeps.objectives import Goal
-    from sweeps.records import TrialRecord
-    from sweeps.study_front import compare_fronts
+    from sweeps.results.records import TrialRecord
+    from sweeps.tools.study_front import compare_fronts
 
     def trial(name, kbps, mel, si_sdr):
         return TrialRecord(name, "TERMINATED", {}, {"val/kl_kbps": kbps, "val/mel_distance_sampled": mel,

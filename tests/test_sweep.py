@@ -21,15 +21,15 @@ import ray
 import torch
 import yaml
 
-from sweeps.driver import run_sweep
-from sweeps.export import export_best
+from sweeps.execution.driver import run_sweep
+from sweeps.results.export import export_best
 from sweeps.layout import BEST_OBJECTIVE, BEST_STEP, SweepPaths, trial_dirname
-from sweeps.records import read_results, read_running_best, sweep_trials
-from sweeps.report import IMPORTANCE_MIN_TRIALS, build_report
-from sweeps.space import load_space
-from sweeps.search import MLFLOW_RUN_ATTR, RAY_TRIAL_ATTR
-from sweeps.tracking import (BEST_RUN_TAG, BEST_TRIAL_TAG, COUNT_METRIC, NOTE_TAG,
-                             OUTCOME_TAG, TRIAL_TAG, child_runs, client_for)
+from sweeps.results.records import read_results, read_running_best, sweep_trials
+from sweeps.results.report import IMPORTANCE_MIN_TRIALS, build_report
+from sweeps.space.schema import load_space
+from sweeps.execution.search import MLFLOW_RUN_ATTR, RAY_TRIAL_ATTR
+from sweeps.execution.tracking import (BEST_RUN_TAG, BEST_TRIAL_TAG, COUNT_METRIC, NOTE_TAG,
+                                       OUTCOME_TAG, TRIAL_TAG, child_runs, client_for)
 from tests.conftest import MICRO
 from vae.inference import load_bundle
 from vae.training.mlflow import BEST_OBJECTIVE_METRIC, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
@@ -71,7 +71,8 @@ def run_space(raw: dict, root: Path) -> tuple[Any, SweepPaths, str, dict]:
     space = load_space(space_file)
     paths = SweepPaths(str(root / "results"), raw["name"])
     tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
-    # the state API (dashboard) frees a stopped multi-worker trial's cores (sweeps/driver.py)
+    # the state API (dashboard) frees a stopped multi-worker trial's cores (see start_ray in
+    # sweeps/execution/driver.py)
     ray.init(num_cpus=2, include_dashboard=space.spec.resources.workers > 1,
              dashboard_host="127.0.0.1")
     try:
@@ -296,7 +297,7 @@ def test_the_next_commands_run_as_printed_from_another_folder(sweep, tmp_path, m
     import subprocess
     import sys
 
-    from sweeps.summary import next_commands
+    from sweeps.execution.summary import next_commands
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -367,7 +368,7 @@ def test_the_printed_link_opens_a_view_of_columns_the_runs_have(sweep):
     import json
     from urllib.parse import parse_qs, urlsplit
 
-    from sweeps.summary import next_commands
+    from sweeps.execution.summary import next_commands
     from vae.training.mlflow import SAVED_VIEW_TAG, VIEW_QUERY, runs_page
 
     experiment_id = summary_experiment(sweep["client"], sweep["summary"])

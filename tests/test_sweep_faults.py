@@ -18,7 +18,7 @@ import optuna
 import pytest
 import yaml
 
-from sweeps.guard import driver_lock
+from sweeps.execution.guard import driver_lock
 from sweeps.layout import DRIVER_LOCK, SweepPaths
 from sweeps.run import main
 from vae.cli.common import writable_problem
@@ -160,8 +160,8 @@ def test_a_broken_tracking_store_is_one_line_per_trial_and_the_sweep_goes_on(tmp
     import ray
     from ray import tune
 
-    from sweeps.driver import run_sweep
-    from sweeps.space import load_space
+    from sweeps.execution.driver import run_sweep
+    from sweeps.space.schema import load_space
 
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(space("broken", 4, 2, 1)))
     database = tmp_path / "mlflow.db"

@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from sweeps.layout import ERROR_FILES, RESULT_FILE, TRIAL_DIR_PREFIX, SweepPaths, trial_id_of
-from sweeps.records import sweep_trials
-from sweeps.tracking import STATUS_FOR_OUTCOME, TRIAL_TAG, child_runs, client_for
+from sweeps.results.records import sweep_trials
+from sweeps.execution.tracking import STATUS_FOR_OUTCOME, TRIAL_TAG, child_runs, client_for
 from tests.test_sweep_faults import ROOT, cli, space
 
 pytestmark = pytest.mark.slow

@@ -1,7 +1,7 @@
-"""A trial's MLflow run (sweeps/trial.py) says what the sweep's report says: the objective's
-formula in the sweep's one wording, the objective of every validation beside the distortion and
-rate it is made of, and the trial's best report under best/ — the values it is ranked, kept and
-exported by — also when a restart lost what an attempt had logged."""
+"""A trial's MLflow run (sweeps/execution/trial.py) says what the sweep's report says: the
+objective's formula in the sweep's one wording, the objective of every validation beside the
+distortion and rate it is made of, and the trial's best report under best/ — the values it is
+ranked, kept and exported by — also when a restart lost what an attempt had logged."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from sweeps.layout import BEST_OBJECTIVE, BEST_STEP
-from sweeps.progress import SweepView
-from sweeps.records import read_results
-from sweeps.space import load_space
-from sweeps.tracking import TRIAL_TAG, child_runs, client_for
-from sweeps.trial import BEST_REPORT, TrialContext, TuneReportCallback, best_report, objective_formula
+from sweeps.execution.progress import SweepView
+from sweeps.results.records import read_results
+from sweeps.space.schema import load_space
+from sweeps.execution.tracking import TRIAL_TAG, child_runs, client_for
+from sweeps.execution.trial import (BEST_REPORT, TrialContext, TuneReportCallback, best_report,
+                                    objective_formula)
 from tests.conftest import MICRO
 from tests.test_sweep import run_space
 from vae.metric_table import METRICS

@@ -23,13 +23,13 @@ from ray._common.utils import reset_ray_address
 from ray.cluster_utils import Cluster
 from ray.tune import ExperimentAnalysis
 
-from sweeps.driver import run_sweep
-from sweeps.export import export_best
-from sweeps.guard import UnplaceableTrial
+from sweeps.execution.driver import run_sweep
+from sweeps.results.export import export_best
+from sweeps.execution.guard import UnplaceableTrial
 from sweeps.layout import SweepPaths
-from sweeps.space import load_space
-from sweeps.tracking import TRIAL_TAG, child_runs, client_for
-from sweeps.trial_workers import WORKER_NODES_TAG
+from sweeps.space.schema import load_space
+from sweeps.execution.tracking import TRIAL_TAG, child_runs, client_for
+from sweeps.execution.trial_workers import WORKER_NODES_TAG
 from tests.conftest import MICRO
 from tests.test_resume import kill_session
 from tests.test_sweep import run_space

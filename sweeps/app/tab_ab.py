@@ -14,8 +14,8 @@ from sweeps.app.session import Selection, get_model, remember
 from sweeps.app.trials import (ab_table, cache_dir, seed_default_trial, trial_bundle, trial_label,
                                trial_rows)
 from sweeps.layout import LayoutError, SweepPaths
-from sweeps.pareto import sweep_front
-from sweeps.records import TrialRecord, list_sweeps, sweep_trials
+from sweeps.results.pareto import sweep_front
+from sweeps.results.records import TrialRecord, list_sweeps, sweep_trials
 from vae.inference import AudioError, Bundle, BundleError, resample
 
 BEST_VS_SEED, PICK_TWO = "Best vs seed default", "Pick two trials"

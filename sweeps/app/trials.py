@@ -15,7 +15,7 @@ from typing import Any
 
 from sweeps.app.models import is_bundle
 from sweeps.layout import BEST_OBJECTIVE, BEST_STEP, CHECKPOINT_FILE
-from sweeps.records import TrialRecord
+from sweeps.results.records import TrialRecord
 from vae.inference import BundleError
 
 CACHE_ENV = "VAE_APP_CACHE"

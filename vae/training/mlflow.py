@@ -50,9 +50,9 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
 MODEL_TRAINING_QUERY = "workflowType=machine_learning"
 LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
 
-# A sweep's runs in MLflow (sweeps/trial.py and sweeps/tracking.py log them; named here for the
-# runs table's view below): each trial's best report under best/ (best/objective, best/step,
-# best/val/<metric>), the objective of every validation, and what that objective is.
+# A sweep's runs in MLflow (sweeps/execution/trial.py and sweeps/execution/tracking.py log them;
+# named here for the runs table's view below): each trial's best report under best/ (best/objective,
+# best/step, best/val/<metric>), the objective of every validation, and what that objective is.
 OBJECTIVE_METRIC = "objective"
 BEST_OBJECTIVE_METRIC, BEST_STEP_METRIC = BEST_PREFIX + OBJECTIVE_METRIC, BEST_PREFIX + "step"
 SWEEP_TAG, OUTCOME_TAG, OBJECTIVE_FORMULA_TAG = "sweep.name", "sweep.outcome", "objective_formula"

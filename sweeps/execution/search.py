@@ -13,7 +13,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from sweeps.layout import BEST_OBJECTIVE
 from sweeps.objectives import Constraint, Goal, at_best_report
-from sweeps.space import SearchSpace
+from sweeps.space.schema import SearchSpace
 
 OPTUNA_DIRECTION = {"min": "minimize", "max": "maximize"}
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from sweeps.layout import BEST_OBJECTIVE, BEST_STEP, OUTCOMES, STATE_DIR_ENV, SweepPaths
 from sweeps.objectives import shown_value
-from sweeps.progress import SweepView
+from sweeps.execution.progress import SweepView
 from vae.cli.common import runnable
 from vae.metric_table import METRIC_BY_KEY
 from vae.training.mlflow import runs_page

@@ -2,7 +2,7 @@
 ``CLIReporter``: searcher and scheduler named, searched values as columns, n of M trials done with
 an estimate, pruned shown as pruned, the best so far by the report's rule, the front of a
 multi-objective sweep), the driver's quiet logs and the parent run's description. The end of a
-sweep is sweeps/summary.py's."""
+sweep is sweeps/execution/summary.py's."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, OBJECTIVE, OUTCOMES, Sweep
                            trial_outcome, trial_value)
 from sweeps.objectives import (INFEASIBLE_WORDS, Constraint, Goal, at_best_report, ranking_words,
                                shown_value)
-from sweeps.trial import rate_penalty_words
+from sweeps.execution.trial import rate_penalty_words
 from vae.metric_table import METRICS, SAMPLED_SUFFIX
 
 SAMPLERS = {"tpe": "TPE", "gp": "Gaussian process", "nsga2": "NSGA-II", "random": "random"}
@@ -177,7 +177,7 @@ def best_line(trials: list[Any], view: SweepView) -> str | None:
 
 def front_line(trials: list[Any], view: SweepView) -> str | None:
     """The front so far over the objectives and its hypervolume (a multi-objective sweep)."""
-    from sweeps.pareto import describe_front, pareto_front
+    from sweeps.results.pareto import describe_front, pareto_front
 
     if not view.multi_objective:
         return None
@@ -261,7 +261,7 @@ def sweep_reporter(space: Any, paths: SweepPaths) -> SweepReporter:
     """The live view for Tune's RunConfig; also writes the space's description on the parent run
     (its id is in the sweep's state by the time the Tuner is built)."""
     from sweeps.layout import load_state
-    from sweeps.tracking import client_for, describe_run
+    from sweeps.execution.tracking import client_for, describe_run
 
     use_reporter_output()
     state = load_state(paths.state_dir)

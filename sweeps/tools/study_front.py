@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from sweeps.objectives import Constraint, Goal
-from sweeps.pareto import goal_pairs, pareto_front
-from sweeps.records import TrialRecord
+from sweeps.results.pareto import goal_pairs, pareto_front
+from sweeps.results.records import TrialRecord
 from vae.metric_table import METRICS
 
 SISDR, MEL = METRICS["si_sdr_sampled"].key, METRICS["mel_distance_sampled"].key

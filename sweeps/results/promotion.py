@@ -1,8 +1,9 @@
 """Does a sweep's short-run ranking hold over longer training? The rank agreement of a promotion
-(``sweep-promote``, sweeps/promote.py), its files (PROMOTED/report/promotion.md and
+(``sweep-promote``, sweeps/tools/promote.py), its files (PROMOTED/report/promotion.md and
 promotion.json) and the line the first sweep's report shows about it.
 
-Pure and cheap to import (no Ray, no MLflow): sweeps/report.py reads promotions through here."""
+Pure and cheap to import (no Ray, no MLflow): sweeps/results/report.py reads promotions through
+here."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeps.layout import REPORT_DIR, SweepPaths, ranked
-from sweeps.records import TrialRecord
+from sweeps.results.records import TrialRecord
 
 PROMOTION_MD, PROMOTION_JSON = "promotion.md", "promotion.json"
 TAU_METRIC, RHO_METRIC = "promotion/kendall_tau", "promotion/spearman_rho"
@@ -90,7 +91,7 @@ def match_points(chosen: Sequence[TrialRecord], ran: Sequence[TrialRecord], enco
                  ) -> list[tuple[TrialRecord, TrialRecord | None]]:
     """Each chosen trial with the promoted trial that ran its configuration (None if none did);
     a LookupError when a promoted trial ran anything else (the searcher proposed its own)."""
-    from sweeps.space import decode_sampled
+    from sweeps.space.schema import decode_sampled
 
     left = list(ran)
     pairs = []

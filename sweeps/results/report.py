@@ -11,7 +11,7 @@ the rate and the sampled mel distance, or a multi-objective sweep's primary obje
 ids), ``front_<a>_vs_<b>.png`` (with three objectives or more: the front of each pair),
 ``pareto_optuna.png`` (Optuna's Pareto-front plot of a multi-objective study), with
 ``--anchors opus:6,mp3:32`` ``anchors.csv`` (reference codecs on the trials' validation split,
-drawn on the rate–distortion plots: sweeps/report_anchors.py),
+drawn on the rate–distortion plots: sweeps/results/anchors.py),
 ``learning_curves.png`` (every trial's objective by step, pruned dashed), ``slice.png`` (each
 trial's best objective against each searched value), Optuna's ``parallel_coordinate.png`` of the
 completed trials and ``importance.png`` (fANOVA, from enough completed trials only). Each
@@ -28,19 +28,19 @@ from typing import Any
 
 import pandas as pd
 
-from sweeps import report_plots as plots
+from sweeps.results import plots
 from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, OBJECTIVE, OUTCOMES, LayoutError, SweepPaths,
                            add_storage_argument, load_state, objective_mode, ranked, trial_outcome,
                            trial_value)
 from sweeps.objectives import (INFEASIBLE_WORDS, RATE_METRIC, Goal, constraints_from_state,
                                goals_from_state, ranking_words)
-from sweeps.promotion import promotion_lines
-from sweeps.records import best_result
-from sweeps.report_anchors import (ANCHORS_CSV, add_anchors_argument, anchors_markdown,
-                                   checked_anchors, score_anchors, sweep_config)
-from sweeps.report_front import (FRONT_CSV, OPTUNA_PARETO_FILE, front_markdown, front_summary,
-                                 front_table, pareto_front, plot_optuna_pareto, plot_pair_fronts,
-                                 plot_rate_distortion, table_front, violating)
+from sweeps.results.promotion import promotion_lines
+from sweeps.results.records import best_result
+from sweeps.results.anchors import (ANCHORS_CSV, add_anchors_argument, anchors_markdown,
+                                    checked_anchors, score_anchors, sweep_config)
+from sweeps.results.front import (FRONT_CSV, OPTUNA_PARETO_FILE, front_markdown, front_summary,
+                                  front_table, pareto_front, plot_optuna_pareto, plot_pair_fronts,
+                                  plot_rate_distortion, table_front, violating)
 from vae.cli import common
 from vae.metric_table import METRICS as METRIC_TABLE
 
@@ -270,8 +270,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def log_to_parent_run(paths: SweepPaths, out: Path, front: dict[str, Any]) -> None:
     """The report's files, and the front's hypervolume with its reference point."""
-    from sweeps.pareto import log_front
-    from sweeps.tracking import client_for
+    from sweeps.results.pareto import log_front
+    from sweeps.execution.tracking import client_for
 
     state = load_state(paths.state_dir, required=("tracking_uri", "parent_run_id"))
     client = client_for(state["tracking_uri"])

@@ -1,9 +1,9 @@
-"""The report's Pareto front (sweeps/pareto.py over the trial table, each trial at its best
+"""The report's Pareto front (sweeps/results/pareto.py over the trial table, each trial at its best
 report): the front over every objective of the sweep as a table with its hypervolume and
 reference point, the rate–distortion plot with the front of rate and distortion, a 2-D front per
 pair of objectives when there are three or more (trials that violate a constraint drawn hollow,
-grey; reference codecs as labelled diamonds), and Optuna's Pareto-front plot of a
-multi-objective study. Failed trials are never on a front; the file names are sweeps/report.py's."""
+grey; reference codecs as labelled diamonds), and Optuna's Pareto-front plot of a multi-objective
+study. Failed trials are never on a front; the file names are sweeps/results/report.py's."""
 
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ from typing import Any
 
 import pandas as pd
 
-from sweeps import pareto
-from sweeps import report_plots as plots
+from sweeps.results import pareto
+from sweeps.results import plots
 from sweeps.layout import BEST_STEP
 from sweeps.objectives import RATE_METRIC, Constraint, Goal, total_violation
-from sweeps.plot_layout import label_points
-from sweeps.report_anchors import LABEL, draw_anchors
+from sweeps.results.plot_layout import label_points
+from sweeps.results.anchors import LABEL, draw_anchors
 from vae.metric_table import VALIDATION_PREFIX
 
 FRONT_CSV = "front.csv"
@@ -83,8 +83,8 @@ def front_table(table: pd.DataFrame, front: pareto.Front,
 
 def front_summary(table: pd.DataFrame, front: pareto.Front,
                   constraints: Sequence[Constraint]) -> dict[str, Any]:
-    """summary.json's "front" (sweeps.pareto.front_summary, trials by id) and how many trials a
-    constraint left out."""
+    """summary.json's "front" (sweeps.results.pareto.front_summary, trials by id) and how many
+    trials a constraint left out."""
     return {**pareto.front_summary(front, lambda label: str(table.loc[label, "trial_id"]),
                                    constraints),
             "infeasible_excluded": infeasible_excluded(table, front.goals, constraints)}
@@ -123,8 +123,8 @@ def pair_file(a: Goal, b: Goal) -> str:
 def plot_pair_fronts(table: pd.DataFrame, goals: Sequence[Goal],
                      constraints: Sequence[Constraint], out_dir: Path,
                      references: pd.DataFrame | None = None) -> dict[str, plots.Analysis]:
-    """With three goals or more, the front of each pair of them (sweeps.pareto.goal_pairs), each
-    over the trials meeting the constraints; none with fewer."""
+    """With three goals or more, the front of each pair of them (sweeps.results.pareto.goal_pairs),
+    each over the trials meeting the constraints; none with fewer."""
     if len(goals) < 3:
         return {}
     outside = violating(table, constraints)

@@ -72,8 +72,8 @@ def _order_key(metrics: Mapping[str, Any], goal: Goal) -> float:
 
 
 def sweep_front(state: Mapping[str, Any], trials: Sequence[Any]) -> Front:
-    """The front of a sweep's non-failed trials (sweeps.records.TrialRecord, each at its best
-    report) over the objectives and constraints its state records."""
+    """The front of a sweep's non-failed trials (sweeps.results.records.TrialRecord, each at its
+    best report) over the objectives and constraints its state records."""
     return pareto_front([t for t in trials if t.outcome != "failed"], lambda t: t.metrics,
                         goals_from_state(state), constraints_from_state(state))
 

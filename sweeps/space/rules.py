@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sweeps.distributions import CategoricalParam, ParamKind
+from sweeps.space.distributions import CategoricalParam, ParamKind
 
 
 def condition_problems(name: str, param: ParamKind, params: dict[str, ParamKind]) -> list[str]:

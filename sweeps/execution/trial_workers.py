@@ -30,8 +30,8 @@ from ray.train.v2.api.callback import UserCallback
 from ray.util.queue import Queue
 
 from sweeps.layout import trial_dirname
-from sweeps.trial import (RAY_CHECKPOINT_LOGGERS, TrialContext, TuneReportCallback, prepare_trial, restored_checkpoint,
-                          resumed_step)
+from sweeps.execution.trial import (RAY_CHECKPOINT_LOGGERS, TrialContext, TuneReportCallback,
+                                    prepare_trial, restored_checkpoint, resumed_step)
 from vae.config import VAEConfig
 from vae.training.distributed import GradientAveragingStrategy
 from vae.training.train import train
@@ -83,7 +83,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
     client = None
     if rank == 0 and run_id is not None:
-        from sweeps.tracking import client_for
+        from sweeps.execution.tracking import client_for
         from vae.training.mlflow import GuardedClient, TrackingGuard
 
         client = GuardedClient(client_for(context.tracking_uri), TrackingGuard(f"worker {rank}"))

@@ -8,7 +8,8 @@
     for that precision (a table by card name), and vs a matmul measured on the card;
 (d) data loading: the folder source (FLAC at 48 kHz, resampled) at several ``num_workers`` vs the
     chunks per second a bf16-mixed step consumes;
-(e) data-parallel: ``vae-train`` on 2 GPUs vs 1 (sweeps/gpu_check_ddp.py; skipped below 2 GPUs).
+(e) data-parallel: ``vae-train`` on 2 GPUs vs 1 (sweeps/tools/gpu_check_ddp.py; skipped below 2
+    GPUs).
 Writes every figure to OUT/gpu_check.json and prints a summary. ``--tiny`` runs the same path with
 a tiny model on whatever device there is (how the tests run it on CPU)."""
 
@@ -137,7 +138,7 @@ def packing_run(overrides: dict[str, Any], steps: int, gpu: bool) -> dict[str, A
     """(b): the same trial alone and 4 at once on a fraction of the GPU each."""
     import ray
 
-    from sweeps.benchmark import run
+    from sweeps.tools.benchmark import run
 
     def spec(name: str, trials: int) -> dict[str, Any]:
         return {"name": name, "base": {"overrides": {
@@ -224,7 +225,7 @@ def summary(results: dict[str, Any]) -> str:
                           for w, v in loader["workers"].items())
         lines.append(f"loader vs {loader['consumed_chunks_per_s']:.1f} chunks/s consumed: {rates}")
     if "ddp" in results:
-        from sweeps.gpu_check_ddp import ddp_line
+        from sweeps.tools.gpu_check_ddp import ddp_line
 
         lines.append(ddp_line(results["ddp"]))
     lines.append(f"total {results['wall_s']:.0f} s")
@@ -250,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return common.fail(problem)
     import torch
 
-    from sweeps.benchmark import TINY
+    from sweeps.tools.benchmark import TINY
     from vae.config import ConfigError
     from vae.training.train import quiet_lightning
 
@@ -282,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["loader"] = loader_run(overrides, fastest["batch_size"] * fastest["steps_per_s"],
                                        args.tiny)
     if "ddp" not in args.skip:
-        from sweeps.gpu_check_ddp import ddp_run
+        from sweeps.tools.gpu_check_ddp import ddp_run
 
         results["ddp"] = ddp_run(overrides, 4 if args.tiny else args.ddp_steps,
                                  torch.cuda.device_count(), args.tiny)

@@ -37,8 +37,8 @@ from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, CHECKPOINT_FILE, OBJECTIVE
                            trial_dirname, trial_value)
 from sweeps.objectives import (RATE_METRIC, constraints_from_state, constraints_to_state, feasible,
                                goals_to_state)
-from sweeps.pareto import sweep_front
-from sweeps.records import TrialRecord, sweep_trials
+from sweeps.results.pareto import sweep_front
+from sweeps.results.records import TrialRecord, sweep_trials
 from vae.cli import common
 from vae.metric_table import VALIDATION_PREFIX
 
@@ -66,7 +66,8 @@ def best_trial(paths: SweepPaths) -> tuple[Any, Any, dict[str, Any]]:
 
 def best_checkpoint(trial: Any) -> tuple[Any, dict[str, Any]]:
     """(checkpoint, the metrics reported with it) of the trial's best report: the kept checkpoint
-    saved at its best_step (sweeps.records.best_result's rule); the latest for older sweeps."""
+    saved at its best_step (sweeps.results.records.best_result's rule); the latest for older
+    sweeps."""
     kept = [(r.checkpoint, r.metrics)
             for r in trial.run_metadata.checkpoint_manager.best_checkpoint_results]
     if not kept:
@@ -80,7 +81,7 @@ def best_checkpoint(trial: Any) -> tuple[Any, dict[str, Any]]:
 
 def rankable_trials(paths: SweepPaths) -> tuple[dict[str, Any], list[TrialRecord]]:
     """The sweep's state and its non-failed trials with a value to rank by, best first (the
-    ranking of sweeps.records.sweep_trials, read from the sweep's files)."""
+    ranking of sweeps.results.records.sweep_trials, read from the sweep's files)."""
     load_state(paths.state_dir, required=STATE_KEYS)  # one clear error before reading trials
     state, trials = sweep_trials(paths)
     return state, [t for t in trials if t.outcome != "failed" and t.value is not None]
@@ -158,7 +159,7 @@ def export_trial(paths: SweepPaths, state: dict[str, Any], trial_id: str, search
                  out_dir: str | Path) -> dict[str, Any]:
     """Write the bundle of one trial's checkpoint (saved at the report ``reported``) to
     ``out_dir``, with its provenance and the trial's MLflow run."""
-    from sweeps.tracking import client_for, find_child_run
+    from sweeps.execution.tracking import client_for, find_child_run
     from vae.inference.bundle import bundle_from_checkpoint
 
     client = client_for(state["tracking_uri"])

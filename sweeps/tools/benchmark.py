@@ -51,8 +51,8 @@ def run(root: Path, spec: dict[str, Any], reuse_actors: bool = True) -> tuple[fl
     from ray import tune
     from ray.tune import ExperimentAnalysis
 
-    from sweeps.driver import run_sweep
-    from sweeps.space import load_space
+    from sweeps.execution.driver import run_sweep
+    from sweeps.space.schema import load_space
 
     starts: dict[str, float] = {}
 
@@ -205,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         if set(parts) - {"step"}:
             import ray
 
-            # the state API frees a multi-worker trial's cores (sweeps/driver.py start_ray)
+            # the state API frees a multi-worker trial's cores (see start_ray in
+            # sweeps/execution/driver.py)
             ray.init(num_cpus=2, include_dashboard="workers" in parts,
                      dashboard_host="127.0.0.1", log_to_driver=False)
             for name in parts:

@@ -8,7 +8,7 @@ configurations (points_to_evaluate, a searcher that proposes nothing else). Then
 
 - the sweeps point at each other: states (``promoted_from`` with trial ids new -> old,
   ``promoted_to``) and parent runs (tags promoted_from_run/_sweep, promoted_to_run/_sweep);
-- short-run against long-run ranks, Kendall's τ and Spearman's ρ (sweeps/promotion.py):
+- short-run against long-run ranks, Kendall's τ and Spearman's ρ (sweeps/results/promotion.py):
   PROMOTED/report/promotion.md and .json, metrics promotion/kendall_tau and
   promotion/spearman_rho on both parent runs, a line in SWEEP's report (run sweep-report again);
 - the promoted sweep's best trial exported as ``sweep-export PROMOTED -o DIR`` would.
@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 from sweeps.layout import (LayoutError, SweepPaths, add_storage_argument, load_state,
                            objective_mode, update_state)
-from sweeps.promotion import (PROMOTION_JSON, PROMOTION_MD, RHO_METRIC, TAU_METRIC, match_points,
-                              rank_agreement, write_promotion)
-from sweeps.records import TrialRecord, sweep_trials
+from sweeps.results.promotion import (PROMOTION_JSON, PROMOTION_MD, RHO_METRIC, TAU_METRIC,
+                                      match_points, rank_agreement, write_promotion)
+from sweeps.results.records import TrialRecord, sweep_trials
 from vae.cli import common
 
 if TYPE_CHECKING:
-    from sweeps.space import SearchSpace
+    from sweeps.space.schema import SearchSpace
 
 SPACE_ARTIFACTS = "search_space"  # where the driver logs the space file on the parent run
 INTERRUPTED_EXIT = 130
@@ -70,7 +70,7 @@ def count_problem(args: argparse.Namespace) -> str | None:
 def chosen_trials(paths: SweepPaths, top: int) -> tuple[dict[str, Any], list[TrialRecord]]:
     """The sweep's state and its ``top`` best trials with a value (fewer, said on stderr, when
     it has fewer; a LookupError below 2: one configuration has no ranking to test)."""
-    from sweeps.export import rankable_trials
+    from sweeps.results.export import rankable_trials
 
     state, trials = rankable_trials(paths)
     if len(trials) < 2:
@@ -84,7 +84,7 @@ def chosen_trials(paths: SweepPaths, top: int) -> tuple[dict[str, Any], list[Tri
 
 def space_file(state: dict[str, Any], paths: SweepPaths) -> dict[str, Any]:
     """The sweep's search-space file, as its parent MLflow run keeps it (parsed strictly)."""
-    from sweeps.tracking import client_for
+    from sweeps.execution.tracking import client_for
     from vae.user_files import parse_yaml
 
     client = client_for(state["tracking_uri"])
@@ -104,7 +104,7 @@ def space_file(state: dict[str, Any], paths: SweepPaths) -> dict[str, Any]:
 
 def json_params(raw: dict[str, Any]) -> tuple[str, ...]:
     """The space's params whose values travel JSON-encoded (as SearchSpace.json_params)."""
-    from sweeps.space import SpaceFile
+    from sweeps.space.schema import SpaceFile
 
     return tuple(name for name, p in SpaceFile.model_validate(raw).params.items() if p.json_encoded)
 
@@ -132,7 +132,7 @@ def write_space(raw: dict[str, Any], folder: Path) -> SearchSpace:
     """``raw`` written to FOLDER/NAME.yaml and loaded (validated) from there."""
     import yaml
 
-    from sweeps.space import load_space
+    from sweeps.space.schema import load_space
 
     path = folder / f"{raw['name']}.yaml"
     folder.mkdir(parents=True, exist_ok=True)
@@ -190,9 +190,9 @@ def promote(args: argparse.Namespace, first: SweepPaths, promoted: SweepPaths,
             state: dict[str, Any], chosen: list[TrialRecord], raw: dict[str, Any],
             out: Path) -> int:
     """Validate the promoted space (exit 2, nothing written), run it, then link, compare, export."""
-    from sweeps.guard import storage_problem, tracking_problem
-    from sweeps.report_anchors import sweep_config
-    from sweeps.space import SpaceError, decode_sampled
+    from sweeps.execution.guard import storage_problem, tracking_problem
+    from sweeps.results.anchors import sweep_config
+    from sweeps.space.schema import SpaceError, decode_sampled
 
     base = sweep_config(first, state)
     encoded = json_params(raw)
@@ -223,7 +223,7 @@ def promote(args: argparse.Namespace, first: SweepPaths, promoted: SweepPaths,
                             for i, (old, new) in enumerate(pairs)], agreement)
     log_figures(state["tracking_uri"], [state["parent_run_id"], new_state["parent_run_id"]],
                 agreement.tau, agreement.rho, promoted.report_dir)
-    from sweeps.export import export_best
+    from sweeps.results.export import export_best
 
     exported = export_best(promoted, out)
     print(text)
@@ -239,9 +239,9 @@ def run_promoted(args: argparse.Namespace, paths: SweepPaths, raw: dict[str, Any
     folder, logged to its parent run); the summary, or an exit status."""
     import ray
 
-    from sweeps.driver import run_sweep
-    from sweeps.guard import driver_lock
-    from sweeps.progress import quiet_driver_logs
+    from sweeps.execution.driver import run_sweep
+    from sweeps.execution.guard import driver_lock
+    from sweeps.execution.progress import quiet_driver_logs
 
     quiet_driver_logs(local_ray=args.address is None)
     owns_ray = not ray.is_initialized()  # stop a local Ray we started (tests run several)
@@ -265,7 +265,7 @@ def run_promoted(args: argparse.Namespace, paths: SweepPaths, raw: dict[str, Any
 def link(first: SweepPaths, promoted: SweepPaths,
          pairs: list[tuple[TrialRecord, TrialRecord | None]], steps: int) -> None:
     """Both sweeps' states and parent MLflow runs point at each other."""
-    from sweeps.tracking import client_for
+    from sweeps.execution.tracking import client_for
 
     update_state(promoted.state_dir, promoted_from={
         "sweep": first.name, "steps": steps,
@@ -286,7 +286,7 @@ def link(first: SweepPaths, promoted: SweepPaths,
 def log_figures(tracking_uri: str, runs: list[str], tau: float | None, rho: float | None,
                 report_dir: Path) -> None:
     """τ and ρ on both parent runs; promotion.md and .json beside the promoted run's report."""
-    from sweeps.tracking import client_for
+    from sweeps.execution.tracking import client_for
 
     client = client_for(tracking_uri)
     for run in runs:
@@ -300,7 +300,7 @@ def log_figures(tracking_uri: str, runs: list[str], tau: float | None, rho: floa
 def next_lines(first: SweepPaths, promoted: SweepPaths, summary: dict[str, Any],
                bundle: str) -> str:
     """What to run next, runnable as printed."""
-    from sweeps.summary import next_commands
+    from sweeps.execution.summary import next_commands
 
     where = ("--storage-path", first.storage_path)
     commands = [common.runnable("sweep-report", first.name, *where) + "  # with the promotion",

@@ -1,4 +1,4 @@
-"""The GPU check's data-parallel case (sweeps/gpu_check.py, part e): ``vae-train`` on 2 GPUs
+"""The GPU check's data-parallel case (sweeps/tools/gpu_check.py, part e): ``vae-train`` on 2 GPUs
 (``trainer.devices=2``: Lightning's processes, NCCL) against 1, the same batch per GPU.
 
 Each setting trains twice, for S and for 2·S steps, so that the difference of the two wall

@@ -39,7 +39,7 @@ def sweep_config(paths: SweepPaths, state: dict[str, Any]) -> VAEConfig:
 
     if state.get("base_config"):
         return VAEConfig.model_validate(state["base_config"])
-    from sweeps.tracking import client_for
+    from sweeps.execution.tracking import client_for
 
     if not (state.get("tracking_uri") and state.get("parent_run_id")):
         raise LayoutError(f"{paths.state_file}: no base configuration and no parent run to read "

@@ -28,9 +28,9 @@ from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, CHECKPOINT_FILE, OBJECTIVE
                            RUNNING_BEST_FILE, improves)
 from sweeps.objectives import (BEST_VALIDATION, Constraint, Goal, ranked_value, ranking_words,
                                total_violation)
-from sweeps.records import read_running_best
-from sweeps.space import decode_sampled
-from sweeps.tracking import client_for, open_child_run
+from sweeps.results.records import read_running_best
+from sweeps.space.schema import decode_sampled
+from sweeps.execution.tracking import client_for, open_child_run
 from vae.config import VAEConfig
 from vae.metric_table import METRIC_BY_KEY, METRICS, VALIDATION_PREFIX, best_metric
 from vae.training.mlflow import (BEST_OBJECTIVE_METRIC, BEST_STEP_METRIC, OBJECTIVE_FORMULA_TAG,
@@ -108,7 +108,7 @@ class TuneReportCallback(pl.Callback):
                  running_best: dict[str, Any] | None = None,
                  report: Callable[..., None] = tune.report) -> None:
         """``report(metrics, checkpoint=...)``: tune.report in a one-process trial; a Ray Train
-        worker's report in a trial of several workers (sweeps/trial_workers.py)."""
+        worker's report in a trial of several workers (sweeps/execution/trial_workers.py)."""
         self.context, self.client, self.run_id, self.report = context, client, run_id, report
         self.first_step_at: float | None = None
         restored = running_best or {}

@@ -14,10 +14,10 @@ stopped: a comparison of fixed recipes (OUT/points.md: distortions, SI-SDR and r
 
 For a space with several objectives, ``--arms tpe single`` compares the multi-objective search
 with the same space ranked by its primary objective alone, at equal compute: OUT/front.md (each
-arm's front and hypervolume from one reference point; sweeps/study_front.py).
+arm's front and hypervolume from one reference point; sweeps/tools/study_front.py).
 
 ``--anchors opus:6,opus:12,mp3:32`` adds reference codecs scored on the corpus's validation split
-as the trials are (sweeps/report_anchors.py): OUT/anchors.md and anchors.csv, and diamonds on
+as the trials are (sweeps/results/anchors.py): OUT/anchors.md and anchors.csv, and diamonds on
 OUT/rate_distortion.png."""
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
 from sweeps.layout import SweepPaths
-from sweeps.records import TrialRecord, sweep_trials
-from sweeps.report_anchors import (add_anchors_argument, anchors_markdown, checked_anchors,
-                                   draw_anchors, score_anchors)
+from sweeps.results.records import TrialRecord, sweep_trials
+from sweeps.results.anchors import (add_anchors_argument, anchors_markdown, checked_anchors,
+                                    draw_anchors, score_anchors)
 from vae.cli import common
 from vae.metric_table import METRICS
 
 if TYPE_CHECKING:
-    from sweeps.space import SearchSpace
+    from sweeps.space.schema import SearchSpace
 
 MEAN, SAMPLED, RATE = (METRICS[n].key for n in ("mel_distance", "mel_distance_sampled", "kl_kbps"))
 WAVEFORM = tuple(METRICS[n].key for n in ("si_sdr", "si_sdr_sampled"))
@@ -81,8 +81,8 @@ def arm_overrides(raw: dict[str, Any], arm: str, corpus: Path, trials: int | Non
 
 def run_arm(space_path: Path, overrides: dict[str, Any], storage: Path,
             tracking_uri: str | None) -> SweepPaths:
-    from sweeps.driver import run_sweep
-    from sweeps.space import load_space
+    from sweeps.execution.driver import run_sweep
+    from sweeps.space.schema import load_space
 
     space = load_space(space_path, overrides)
     paths = SweepPaths.resolve(str(storage), space.name)
@@ -142,7 +142,7 @@ def write_points_table(trials: list[TrialRecord], raw: dict[str, Any], out: Path
 
 def plot(arms: dict[str, list[TrialRecord]], out: Path, references: Any = None) -> None:
     """Every trial of every arm, each arm's pick starred, and ``references`` (a DataFrame of
-    reference codecs: sweeps/report_anchors.py) as labelled diamonds."""
+    reference codecs: sweeps/results/anchors.py) as labelled diamonds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -184,7 +184,7 @@ def parser() -> argparse.ArgumentParser:
 def arm_space(space_path: Path, raw: dict[str, Any], arm: str, corpus: Path, trials: int | None
               ) -> SearchSpace:
     """The space as ``arm`` runs it; a SpaceError names the arm."""
-    from sweeps.space import SpaceError, load_space
+    from sweeps.space.schema import SpaceError, load_space
 
     try:
         return load_space(space_path, arm_overrides(raw, arm, corpus, trials))
@@ -197,7 +197,7 @@ def checked_space(space_path: Path, corpus: Path, arms: Sequence[str], trials: i
     """The space file's sections, once the space and each arm's variant of it pass sweep-run's
     validation (SpaceError) and ``corpus`` holds usable train and valid audio as the folder
     source splits it (DatasetError): all before a folder is made or Ray starts."""
-    from sweeps.space import SpaceError, load_space
+    from sweeps.space.schema import SpaceError, load_space
     from vae.data.datamodule import source_for
     from vae.data.source import Split
     from vae.user_files import parse_yaml
@@ -222,7 +222,7 @@ def checked_space(space_path: Path, corpus: Path, arms: Sequence[str], trials: i
 
 @common.exits_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
-    from sweeps.space import SpaceError
+    from sweeps.space.schema import SpaceError
 
     args = parser().parse_args(argv)
     out, corpus, space_path = Path(args.out).resolve(), Path(args.corpus), Path(args.space)
@@ -248,8 +248,8 @@ def run_study(args: argparse.Namespace, raw: dict[str, Any], space_path: Path, c
     others), then the tables, the reference codecs and the plot."""
     import ray
 
-    from sweeps.export import export_best
-    from sweeps.progress import quiet_driver_logs
+    from sweeps.results.export import export_best
+    from sweeps.execution.progress import quiet_driver_logs
 
     quiet_driver_logs(local_ray=True)
     tracking_uri = args.tracking_uri or f"sqlite:///{out / 'mlflow.db'}"
@@ -278,8 +278,8 @@ def run_study(args: argparse.Namespace, raw: dict[str, Any], space_path: Path, c
     if "points" in arms:
         print(write_points_table(arms["points"], raw, out))
     if raw.get("objectives"):
-        from sweeps.space import load_space
-        from sweeps.study_front import compare_fronts
+        from sweeps.space.schema import load_space
+        from sweeps.tools.study_front import compare_fronts
 
         space = load_space(space_path)
         print(compare_fronts(arms, space.goals, out, space.constraints))

@@ -1,6 +1,6 @@
 """Placing things on a matplotlib figure so that none covers another: trial ids beside their
 points (else in a column beside the axes), a colour bar clear of the tick labels beside it.
-Matplotlib places neither; the report's figures (sweeps/report_plots.py) need both."""
+Matplotlib places neither; the report's figures (sweeps/results/plots.py) need both."""
 
 from __future__ import annotations
 

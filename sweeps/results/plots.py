@@ -1,10 +1,9 @@
 """The report's figures, each titled with how many trials it shows and which ones: matplotlib
-plots of the trial table (learning curves, slice, importance bars; the rate–distortion and
-front plots are sweeps/report_front.py's) and Optuna's
-parallel coordinates of the study's completed trials. Every figure names trials by the report's
-trial ids and draws each outcome the same way. Each plot function returns the :class:`Analysis`
-that the report's trials.md and summary.json state. File names are the report's (sweeps/report.py
-documents them)."""
+plots of the trial table (learning curves, slice, importance bars; the rate–distortion and front
+plots are sweeps/results/front.py's) and Optuna's parallel coordinates of the study's completed
+trials. Every figure names trials by the report's trial ids and draws each outcome the same way.
+Each plot function returns the :class:`Analysis` that the report's trials.md and summary.json state.
+File names are the report's (sweeps/results/report.py documents them)."""
 
 from __future__ import annotations
 
@@ -21,10 +20,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from sweeps.layout import BEST_OBJECTIVE, BEST_STEP, OBJECTIVE, OUTCOMES  # noqa: E402
-from sweeps.plot_layout import clear_colorbar  # noqa: E402
+from sweeps.results.plot_layout import clear_colorbar  # noqa: E402
 
 DPI = 120
-PARAM_PREFIX = "param:"  # the trial table's columns of searched values (sweeps/report.py)
+PARAM_PREFIX = "param:"  # the trial table's columns of searched values (sweeps/results/report.py)
 AT_BEST_REPORT = "each at its best report"
 COMPLETED_ONLY = "completed trials only, at their best report (pruned ones trained less)"
 

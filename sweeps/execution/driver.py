@@ -1,5 +1,5 @@
 """The driver side of a sweep: opens the MLflow parent run and the Optuna study, builds the Ray
-Tune ``Tuner`` (Optuna proposes, ASHA stops, sweeps/trial.py trains), runs it to the end,
+Tune ``Tuner`` (Optuna proposes, ASHA stops, sweeps/execution/trial.py trains), runs it to the end,
 reconciles every trial's final status and writes the report. ``sweeps/run.py`` is its CLI."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, OBJECTIVE, SweepPaths, ran
 
 # Checkpoints a trial keeps by score (Ray also keeps the latest, so a trial can always resume).
 CHECKPOINTS_TO_KEEP = 1
-RELAY_MEMORY = 2**20  # bytes: what a multi-worker trial's own actor asks (sweeps/trial_workers.py)
+# bytes: what a multi-worker trial's own actor asks (sweeps/execution/trial_workers.py)
+RELAY_MEMORY = 2**20
 INTERRUPTED_STATUS = "KILLED"  # the parent run of an interrupted (resumable) sweep
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def open_tracking(space: Any, paths: SweepPaths, tracking_uri: str | None,
                   resume: bool) -> SweepTracking:
     """Open (or reattach to) the parent run, record the sweep's state, and on a fresh sweep log
     the space, the base config and the sweep's settings to the parent run."""
-    from sweeps import tracking
+    from sweeps.execution import tracking
     from vae.training.mlflow import resolve_tracking_uri
 
     spec = space.spec
@@ -100,7 +101,7 @@ def check_placement(space: Any) -> None:
     """UnplaceableTrial (exit 2) when the cluster can never hold one trial's workers."""
     import ray
 
-    from sweeps.guard import UnplaceableTrial, placement_problem
+    from sweeps.execution.guard import UnplaceableTrial, placement_problem
 
     nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
     res = space.spec.resources
@@ -114,8 +115,8 @@ def make_trainable(space: Any, paths: SweepPaths, track: SweepTracking) -> Any:
     import ray
     from ray import tune
 
-    from sweeps.tracking import reachable_tracking_uri
-    from sweeps.trial import TrialContext, run_trial
+    from sweeps.execution.tracking import reachable_tracking_uri
+    from sweeps.execution.trial import TrialContext, run_trial
 
     spec = space.spec
     trial_tracking_uri = track.tracking_uri
@@ -138,7 +139,7 @@ def make_trainable(space: Any, paths: SweepPaths, track: SweepTracking) -> Any:
         resources = {"cpu": 0, "gpu": 0, "memory": RELAY_MEMORY}  # and Ray places no empty one
     trainable = run_trial
     if spec.resources.workers > 1:
-        from sweeps.trial_workers import run_workers_trial as trainable
+        from sweeps.execution.trial_workers import run_workers_trial as trainable
     return tune.with_resources(tune.with_parameters(trainable, context=context), resources)
 
 
@@ -148,8 +149,9 @@ def make_tuner(space: Any, paths: SweepPaths, trainable: Any, callbacks: list[An
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from sweeps.progress import sweep_reporter  # issue 12 hook (see progress_reporter below)
-    from sweeps.search import make_searcher
+    # issue 12 hook (see progress_reporter below)
+    from sweeps.execution.progress import sweep_reporter
+    from sweeps.execution.search import make_searcher
 
     if resume:
         return tune.Tuner.restore(paths.experiment_dir, trainable=trainable,
@@ -178,7 +180,7 @@ def make_tuner(space: Any, paths: SweepPaths, trainable: Any, callbacks: list[An
                 num_to_keep=CHECKPOINTS_TO_KEEP, checkpoint_score_attribute=OBJECTIVE,
                 checkpoint_score_order=spec.objective.mode),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            # issue 12 hook: the live view in the sweep's own terms (sweeps/progress.py)
+            # issue 12 hook: the live view in the sweep's own terms (sweeps/execution/progress.py)
             progress_reporter=sweep_reporter(space, paths),
             verbose=1),
     )
@@ -206,7 +208,7 @@ def run_sweep(space: Any, paths: SweepPaths, *, tracking_uri: str | None = None,
               reuse_actors: bool = True, report: bool = True,
               extra_callbacks: list[Any] = ()) -> dict[str, Any]:
     """Run (or resume) the sweep to the end; returns a summary."""
-    from sweeps.tracking import TrialRunStatusCallback
+    from sweeps.execution.tracking import TrialRunStatusCallback
     from vae.training.mlflow import quiet_store_errors, store_error_line
 
     quiet_store_errors()  # a failing store is one warning line here, not a traceback per call
@@ -219,7 +221,7 @@ def run_sweep(space: Any, paths: SweepPaths, *, tracking_uri: str | None = None,
     tuner = make_tuner(space, paths, make_trainable(space, paths, track),
                        [status_callback, *extra_callbacks], resume=resume,
                        reuse_actors=reuse_actors)
-    from sweeps.guard import interruption_watch
+    from sweeps.execution.guard import interruption_watch
 
     with interruption_watch() as interrupted:
         results = tuner.fit()
@@ -228,7 +230,7 @@ def run_sweep(space: Any, paths: SweepPaths, *, tracking_uri: str | None = None,
     outcomes = final_outcomes(results, space, paths)
     summary = sweep_summary(results, outcomes, space, paths, track)
     if report and "best" in summary:
-        from sweeps.report import build_report
+        from sweeps.results.report import build_report
 
         build_report(paths, paths.report_dir)
         summary["report"] = str(paths.report_dir)
@@ -248,9 +250,9 @@ def run_sweep(space: Any, paths: SweepPaths, *, tracking_uri: str | None = None,
 def sweep_summary(results: Any, outcomes: dict[str, tuple[str, str | None]], space: Any,
                   paths: SweepPaths, track: SweepTracking) -> dict[str, Any]:
     """What the sweep did (counts per outcome, the best trial), with Optuna's orphans failed."""
-    from sweeps.pareto import front_summary, pareto_front
-    from sweeps.progress import SweepView
-    from sweeps.search import fail_orphaned_trials
+    from sweeps.results.pareto import front_summary, pareto_front
+    from sweeps.execution.progress import SweepView
+    from sweeps.execution.search import fail_orphaned_trials
 
     summary: dict[str, Any] = {
         "sweep": paths.name, "experiment_dir": paths.experiment_dir,
@@ -291,14 +293,14 @@ def record_sweep_end(track: SweepTracking, outcomes: dict[str, tuple[str, str | 
     """The sweep's end in MLflow: every trial's run with its final status, the sweep's best, the
     report, and the parent run FINISHED last (so a parent still RUNNING says something is
     missing)."""
-    from sweeps import tracking
+    from sweeps.execution import tracking
 
     tracking.reconcile(track.client, track.experiment_id, track.parent_run_id, outcomes)
     if best:
         tracking.log_sweep_best(track.client, track.experiment_id, track.parent_run_id,
                                 best["trial_id"], best[BEST_OBJECTIVE])
     if front:
-        from sweeps.pareto import log_front
+        from sweeps.results.pareto import log_front
         log_front(track.client, track.parent_run_id, front)
     if report_dir:
         track.client.log_artifacts(track.parent_run_id, report_dir, "report")

@@ -14,12 +14,12 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, ValidationError, field_validator
 
-from sweeps.distributions import PARAM_KINDS, DefineByRun, ParamKind, optuna_choice
+from sweeps.space.distributions import PARAM_KINDS, DefineByRun, ParamKind, optuna_choice
 from sweeps.layout import LayoutError, check_name
 from sweeps.objectives import Constraint, Goal
-from sweeps.space_objectives import (ConstraintSpec, ListedObjective, Objective, StrictSection,
+from sweeps.space.objectives import (ConstraintSpec, ListedObjective, Objective, StrictSection,
                                      check_objectives)
-from sweeps.space_rules import condition_problems, point_problems, process_problems
+from sweeps.space.rules import condition_problems, point_problems, process_problems
 from vae.config import ConfigError, VAEConfig, load_config
 from vae.config_fields import field_spec
 from vae.user_files import UserFileError, parse_yaml, read_user_text
