@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -179,21 +180,63 @@ def test_train_returns_metrics_of_the_final_weights(tmp_path):
     assert set(result.metrics) >= {"val/mel_distance", "val/kl_kbps", "val/active_units"}
     assert result.last_checkpoint and result.mlflow_run_id is None
     assert copy.deepcopy(result.metrics) == result.metrics
+    # last.ckpt holds the final step, not the step-4 validation's
+    assert torch.load(result.last_checkpoint, map_location="cpu", weights_only=True)["global_step"] == 5
 
 
-def test_validation_scores_mean_and_seeded_sample_at_the_reference_loudness(tmp_path):
-    config = micro_config()
-    chunks = fixed_chunks(config)
-    module = AudioVAEModule(config)
-    module.model.bottleneck.min_std = 1.0  # a wide posterior: the two decodings differ clearly
-    trainer = build_trainer(config, tmp_path)
-    first, again = validate(trainer, module, chunks), validate(trainer, module, chunks)
-    assert first == again  # seeded draws: every validation (and trial) sees the same noise
-    assert abs(first["val/mel_distance_sampled"] - first["val/mel_distance"]) > 0.1
-    reseeded = build_trainer(config, tmp_path / "b")
-    module.config = config.override({"evaluation.noise_seed": 1})
-    assert validate(reseeded, module, chunks)["val/mel_distance_sampled"] != first["val/mel_distance_sampled"]
-    # Level-free: the same chunks 20 dB quieter score the same once brought to -16 LUFS.
-    module.config = config
-    quiet = validate(build_trainer(config, tmp_path / "c"), module, chunks * 0.1)
-    assert quiet["val/mel_distance"] == pytest.approx(first["val/mel_distance"], rel=0.02)
+def test_a_final_step_off_the_validation_interval_is_validated_kept_and_resumed(tmp_path):
+    """max_steps need not be a multiple of val_every_steps: the final step is validated inside
+    fit, so it can be the best checkpoint, and last.ckpt holds it to go on from."""
+    config = micro_config(**{"trainer.max_steps": 3, "trainer.val_every_steps": 4,
+                             "trainer.out_dir": str(tmp_path)})
+    short = train(config, run_dir=tmp_path / "short")
+    assert short.best_checkpoint and Path(short.best_checkpoint).name == "step0000003.ckpt"
+    assert torch.load(short.last_checkpoint, map_location="cpu", weights_only=True)["global_step"] == 3
+
+    steps = BatchRecorder()
+    resumed = train(config.override({"trainer.max_steps": 6}), ckpt_path=short.last_checkpoint,
+                    run_dir=tmp_path / "resumed", callbacks=[steps])
+    assert sorted(steps.batches) == [4, 5, 6] and resumed.global_step == 6
+    assert torch.load(resumed.last_checkpoint, map_location="cpu", weights_only=True)["global_step"] == 6
+
+
+class BatchRecorder(pl.Callback):
+    """The training batches a run takes, by the optimiser step they feed."""
+
+    def __init__(self) -> None:
+        self.batches: dict[int, torch.Tensor] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.batches[trainer.global_step + 1] = batch.clone()
+
+
+class SaveAtValidation(pl.Callback):
+    """A checkpoint written inside validation, as a sweep trial writes its own."""
+
+    def __init__(self, path) -> None:
+        self.path = path
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        trainer.save_checkpoint(self.path)
+
+
+@pytest.mark.parametrize("workers, stopped_at, saved_in", [
+    (0, 4, "last.ckpt"), (1, 4, "last.ckpt"),  # one batch into epoch 1
+    (0, 3, "last.ckpt"), (1, 3, "last.ckpt"),  # the end of epoch 0
+    (0, 4, "validation")])
+def test_a_resumed_run_takes_the_batches_an_unbroken_run_takes(tmp_path, workers, stopped_at, saved_in):
+    """Three batches an epoch: resuming mid-epoch goes on at the next batch of the same epoch
+    (not its first), with that epoch's order, whether loader workers drew keys ahead or not."""
+    config = micro_config(**{"data.train_chunks_per_epoch": 6, "data.num_workers": workers,
+                             "trainer.val_every_steps": 2, "trainer.max_steps": 8,
+                             "trainer.out_dir": str(tmp_path)})
+    unbroken, resumed = BatchRecorder(), BatchRecorder()
+    train(config, run_dir=tmp_path / "unbroken", callbacks=[unbroken])
+    in_validation = tmp_path / "validation.ckpt"
+    first = train(config.override({"trainer.max_steps": stopped_at}), run_dir=tmp_path / "first",
+                  callbacks=[SaveAtValidation(in_validation)])
+    ckpt = first.last_checkpoint if saved_in == "last.ckpt" else str(in_validation)
+    train(config, ckpt_path=ckpt, run_dir=tmp_path / "resumed", callbacks=[resumed])
+    assert sorted(resumed.batches) == list(range(stopped_at + 1, 9))
+    for step, batch in resumed.batches.items():
+        assert torch.equal(batch, unbroken.batches[step]), f"step {step}"

@@ -3,7 +3,8 @@
 Training items are indexed by draw keys handed out by :class:`EpochKeySampler`: epoch e uses keys
 ``e*N .. e*N+N-1`` (N = ``train_chunks_per_epoch``) in a seeded order. The datasets turn a key into
 audio deterministically, so every epoch brings new chunks, and a run is reproducible from
-``data.seed`` whatever ``num_workers`` is (the sampler runs in the main process).
+``data.seed`` whatever ``num_workers`` is (the sampler runs in the main process). A checkpoint
+holds where the epoch stood, so a resumed run takes the batches an unbroken run would.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vae.config import VAEConfig
@@ -29,9 +31,16 @@ class EpochKeySampler(Sampler[int]):
         self.seed = seed
         self.epoch = 0
         self.rank, self.replicas = 0, 1
+        self.resumed_at: tuple[int, int] | None = None  # (epoch, keys of it already taken)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def resume(self, epoch: int, keys_taken: int) -> None:
+        """Go on in ``epoch`` after this process's first ``keys_taken`` keys. The epoch is set
+        here too: loader workers draw keys as soon as the loader's iterator exists, which on a
+        resumed run is before Lightning's set_epoch."""
+        self.epoch, self.resumed_at = epoch, (epoch, keys_taken)
 
     def shard(self, rank: int, replicas: int) -> None:
         """Hand this process every ``replicas``-th key from ``rank``: batch i of the processes
@@ -41,8 +50,10 @@ class EpochKeySampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.items_per_epoch)
-        keys = self.epoch * self.items_per_epoch + order[: len(self) * self.replicas]
-        return iter(keys[self.rank:: self.replicas].tolist())
+        keys = (self.epoch * self.items_per_epoch + order[: len(self) * self.replicas])[self.rank:: self.replicas]
+        if self.resumed_at is not None and self.resumed_at[0] == self.epoch:
+            keys = keys[self.resumed_at[1]:]  # len() stays the epoch's: Lightning counts on
+        return iter(keys.tolist())
 
     def __len__(self) -> int:
         return self.items_per_epoch // self.replicas
@@ -89,6 +100,20 @@ class AudioDataModule(pl.LightningDataModule):
         if self.trainer is not None:  # data-parallel: each process its share (validation: all)
             self.train_sampler.shard(self.trainer.global_rank, self.trainer.world_size)
         return self._loader(self.train_dataset, sampler=self.train_sampler)
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the training epoch stands, kept in every checkpoint Lightning writes."""
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != TrainerFn.FITTING:
+            return {}
+        epoch, taken = trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        if taken >= trainer.num_training_batches:  # saved on the epoch's last batch
+            epoch, taken = epoch + 1, 0
+        return {"epoch": epoch, "batches_taken": taken}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state:  # absent from checkpoints written before it was kept
+            self.train_sampler.resume(state["epoch"], state["batches_taken"] * self.config.data.batch_size)
 
     def val_dataloader(self) -> DataLoader:
         self.setup("validate")

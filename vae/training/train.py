@@ -20,14 +20,14 @@ from pytorch_lightning.utilities import rank_zero_only
 from vae.config import ConfigError, VAEConfig
 from vae.data.datamodule import build_datamodule
 from vae.metric_table import METRICS
-from vae.training.callbacks import AudioExamplesToMLflow
+from vae.training.callbacks import AudioExamplesToMLflow, ValidateFinalStep
 from vae.training.distributed import GradientAveragingStrategy
 from vae.training.host_memory import retain_freed_memory
 from vae.training.mlflow import build_mlflow_logger
 from vae.training.module import AudioVAEModule
 
 CHECKPOINT_METRIC = METRICS["mel_distance"]  # which checkpoint is "best" for a plain run
-LAST_CHECKPOINT = "last"  # <run>/checkpoints/last.ckpt: the latest validated state
+LAST_CHECKPOINT = "last"  # <run>/checkpoints/last.ckpt: the state at the latest validation
 # Lightning announces the hardware and product tips (litlogger, litmodels) at INFO through these
 # loggers for every Trainer: a sweep prints them once per trial.
 LIGHTNING_INFO_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero")
@@ -45,6 +45,9 @@ def quiet_lightning() -> None:
     # epoch metrics are already every process's: the advice to sync them does not apply.
     warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\('(val/|step)",
                             module=r"pytorch_lightning\.trainer\.connectors\.logger_connector")
+    # Lightning looks for the position in the loader; the data module keeps it (its state_dict).
+    warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch",
+                            module=r"pytorch_lightning\.loops\.training_epoch_loop")
 
 
 def resolve_accelerator(config: VAEConfig) -> tuple[str, str]:
@@ -85,6 +88,10 @@ def check_devices(config: VAEConfig, accelerator: str) -> None:
                           f"{available} {what} (trainer.accelerator={accelerator})")
 
 
+def last_checkpoint_path(run_dir: Path) -> Path:
+    return run_dir / "checkpoints" / f"{LAST_CHECKPOINT}.ckpt"
+
+
 def build_trainer(config: VAEConfig, run_dir: Path, callbacks: Sequence[pl.Callback] = (),
                   loggers: Sequence[Any] = (), checkpointing: bool = True,
                   strategy: Strategy | None = None) -> pl.Trainer:
@@ -99,7 +106,7 @@ def build_trainer(config: VAEConfig, run_dir: Path, callbacks: Sequence[pl.Callb
     batches_per_step = trainer_cfg.accumulate_grad_batches
     all_callbacks: list[pl.Callback] = list(callbacks)
     if checkpointing:
-        checkpoints = run_dir / "checkpoints"
+        checkpoints = last_checkpoint_path(run_dir).parent
         all_callbacks[:0] = [
             ModelCheckpoint(dirpath=checkpoints, filename="step{step:07d}",
                             auto_insert_metric_name=False, monitor=CHECKPOINT_METRIC.key,
@@ -183,16 +190,15 @@ def train(config: VAEConfig, *, ckpt_path: str | None = None, callbacks: Sequenc
 
     module = AudioVAEModule(config)
     datamodule = build_datamodule(config)
-    trainer = build_trainer(config, run_dir, callbacks, [logger] if logger else [], checkpointing,
-                            strategy)
+    last_path = last_checkpoint_path(run_dir) if checkpointing else None
+    final_step = ValidateFinalStep(config.trainer.val_every_steps, last_path)
+    trainer = build_trainer(config, run_dir, [*callbacks, final_step],
+                            [logger] if logger else [], checkpointing, strategy)
     # weights_only: Lightning's own load of the checkpoint never unpickles arbitrary objects
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    if trainer.global_step % config.trainer.val_every_steps != 0:
-        # The last steps were never validated: do it, so final metrics describe final weights.
-        trainer.validate(module, datamodule=datamodule, verbose=False)
 
-    best, latest = trainer.checkpoint_callbacks if checkpointing else (None, None)
-    last = latest.best_model_path if latest else None
+    best = trainer.checkpoint_callbacks[0] if checkpointing else None
+    last = str(last_path) if last_path is not None and last_path.is_file() else None
     if logger is not None and config.tracking.log_checkpoint and last:
         logger.experiment.log_artifact(logger.run_id, last, artifact_path="checkpoints")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
