@@ -13,8 +13,10 @@ import pytest
 import soundfile as sf
 
 from tests.test_inference import make_bundle, tone
+from vae.cli.compress import main as compress_main
 from vae.cli.evaluate import main
 from vae.codec import compress_file, decompress_file
+from vae.codec.anchors import CodecOptions
 from vae.inference import SegmentScorer, load_bundle, metric_segment_samples, read_audio
 
 SECONDS = {"a.wav": 3.0, "b.wav": 1.0}  # two lengths: the mean is weighted by duration
@@ -45,6 +47,20 @@ def evaluate(setup, tmp_path, *flags: str, names=tuple(SECONDS)) -> dict:
     files = [str(setup["root"] / name) for name in names]
     assert main([*files, "--model", str(setup["model"]), "--json", str(out), *flags]) == 0
     return json.loads(out.read_text())
+
+
+def test_vae_compress_dithers_as_the_codec_column_does_unless_told_none(setup, tmp_path):
+    """vae-compress's default is --codec's and the app's (CodecOptions): the same bytes."""
+    source, model = setup["root"] / "b.wav", str(setup["model"])
+    assert compress_main([str(source), "--model", model, "-o", str(tmp_path / "cli.vaec")]) == 0
+    assert compress_main([str(source), "--model", model, "-o", str(tmp_path / "cli_none.vaec"),
+                          "--dither-seed", "none"]) == 0
+    compress_file(setup["bundle"], source, tmp_path / "options.vaec",
+                  dither_seed=CodecOptions().dither_seed)
+    compress_file(setup["bundle"], source, tmp_path / "plain.vaec", dither_seed=None)
+    read = lambda name: (tmp_path / name).read_bytes()  # noqa: E731
+    assert read("cli.vaec") == read("options.vaec") and read("cli_none.vaec") == read("plain.vaec")
+    assert read("cli.vaec") != read("plain.vaec")
 
 
 def test_codec_figures_are_those_of_the_file_vae_compress_writes(setup, tmp_path, capsys):

@@ -88,6 +88,8 @@ CASES = [
          UNDER_FILE + ".vaec", names="{file}"),
     case("vae-compress", "bad --scale", "{audio}", "--model", "{bundle}", "-o", "{out}.vaec",
          "--scale", "-1", names="--scale"),
+    case("vae-compress", "bad --dither-seed", "{audio}", "--model", "{bundle}", "-o", "{out}.vaec",
+         "--dither-seed", "-3", names=("--dither-seed", "expected a seed")),
     case("vae-compress", "--kbps beside --scale", "{audio}", "--model", "{bundle}", "-o",
          "{out}.vaec", "--kbps", "3", "--scale", "2", names="--scale"),
     case("vae-decompress", "missing file", "{missing}.vaec", "--model", "{bundle}", "-o",

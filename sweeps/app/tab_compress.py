@@ -90,7 +90,8 @@ def opus_anchor(kbps: float) -> Anchor:
 
 def opus_clip(sel: Selection, anchor: Anchor) -> Coded:
     """The clip through ffmpeg's libopus; AnchorError when ffmpeg or libopus is missing."""
-    audio, size = anchor_round_trip(sel.audio, sel.sample_rate, anchor, find_ffmpeg([anchor]))
+    ffmpeg = find_ffmpeg([anchor], flag=None)
+    audio, size = anchor_round_trip(sel.audio, sel.sample_rate, anchor, ffmpeg)
     seconds = sel.audio.shape[-1] / sel.sample_rate
     metrics = score_against(sel.bundle, sel.result, audio)
     return Coded(audio, size, coded_kbps(size, seconds), metrics)

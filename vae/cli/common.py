@@ -44,6 +44,19 @@ def positive_problem(flag: str, value: float | None, unit: str = "") -> str | No
     return f"{flag} {value:g}: expected a positive number{' of ' + unit if unit else ''}"
 
 
+def dither_seed(text: str) -> int | None:
+    """A ``--dither-seed`` value: a seed from 0 to 2**63 - 1, or ``none`` for no dither."""
+    if text.lower() == "none":
+        return None
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if not 0 <= seed < 1 << 63:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a seed from 0 to 2**63 - 1, or 'none'")
+    return seed
+
+
 def writable_problem(what: str, folder: str | Path) -> str | None:
     """Why ``folder`` (named ``what``, e.g. ``-o``) could not be created and written, None when it
     could: it is a file, or its nearest existing parent is a file or not writable."""

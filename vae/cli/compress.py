@@ -2,14 +2,15 @@
 
 The model's encoder gives the posterior; its mean is quantised with each latent channel's step
 matched to the posterior's noise (``--scale`` 1: steps of sqrt(12) x the channel's mean posterior
-std; larger is coarser and cheaper), optionally with subtractive dither (``--dither-seed``: the
-decoder adds back the same uniform offsets, so the error is noise like the training noise), and
-entropy-coded with constriction's range coder under a Gaussian per channel fitted to each block
-(``--entropy-model gaussian``) or the VAE's prior (``prior``). ``--kbps K`` instead picks the
-finest step whose file is at most K kbit/s (bisection on the scale). The file holds a header (format
-version, the model's weights hash, rates, length, the quantiser) and blocks of ``--block-seconds``
-each decodable alone, each with a checksum. Prints the file's size, its coded bitrate (bytes x 8 /
-seconds, header included), the ideal coder's rate and the KL rate; ``vae-decompress`` reads it."""
+std; larger is coarser and cheaper), with subtractive dither (``--dither-seed``, 0 unless given,
+``none`` for none: the decoder removes the same uniform offsets, so the error is noise like the
+noise the decoder was trained on), and entropy-coded with constriction's range coder under a
+Gaussian per channel fitted to each block (``--entropy-model gaussian``) or the VAE's prior
+(``prior``). ``--kbps K`` instead picks the finest step whose file is at most K kbit/s (bisection
+on the scale). The file holds a header (format version, the model's weights hash, rates, length,
+the quantiser) and blocks of ``--block-seconds`` each decodable alone, each with a checksum.
+Prints the file's size, its coded bitrate (bytes x 8 / seconds, header included), the ideal
+coder's rate and the KL rate; ``vae-decompress`` reads it."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from vae.cli.common import (add_model_runtime, add_out, build_parser, exits_on_user_error, fail,
-                            positive_problem, run, writable_problem)
+from vae.cli.common import (add_model_runtime, add_out, build_parser, dither_seed,
+                            exits_on_user_error, fail, positive_problem, run, writable_problem)
 from vae.codec import DEFAULT_BLOCK_SECONDS, ENTROPY_MODELS, compress_file
+from vae.codec.anchors import CodecOptions
 from vae.inference import DEFAULT_CHUNK_SECONDS, audio_info, load_model
 
 
@@ -36,7 +38,8 @@ def parser() -> argparse.ArgumentParser:
     rate.add_argument("--kbps", type=float, help="the finest step whose file is at most KBPS "
                       "kbit/s (header included)")
     p.add_argument("--entropy-model", choices=ENTROPY_MODELS, default="gaussian")
-    p.add_argument("--dither-seed", type=int, help="subtractive dither from this seed (>= 0)")
+    p.add_argument("--dither-seed", type=dither_seed, default=CodecOptions.dither_seed,
+                   help="subtractive dither from this seed (default %(default)s; 'none': no dither)")
     p.add_argument("--block-seconds", type=float, default=DEFAULT_BLOCK_SECONDS,
                    help="audio per independently decodable block (default %(default)s)")
     add_model_runtime(p, DEFAULT_CHUNK_SECONDS)
@@ -50,8 +53,6 @@ def option_problem(args: argparse.Namespace) -> str | None:
         return problem
     if not (math.isfinite(args.block_seconds) and 0 < args.block_seconds <= 600):
         return f"--block-seconds {args.block_seconds}: expected a number of seconds in (0, 600]"
-    if args.dither_seed is not None and not 0 <= args.dither_seed < 1 << 63:
-        return f"--dither-seed {args.dither_seed}: expected 0 to 2**63 - 1"
     return None
 
 

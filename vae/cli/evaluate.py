@@ -30,8 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vae.cli.common import (add_model_runtime, build_parser, exits_on_user_error, fail,
-                            positive_problem, run, writable_problem)
+from vae.cli.common import (add_model_runtime, build_parser, dither_seed, exits_on_user_error,
+                            fail, positive_problem, run, writable_problem)
 from vae.training.host_memory import unmap_large_blocks
 
 unmap_large_blocks()  # before torch is imported below: flat memory over long files
@@ -142,15 +142,6 @@ def parser() -> argparse.ArgumentParser:
                    "v3 (audio mode MOS-LQO; needs the visqol extra; ~0.7 s CPU per audio second)")
     add_model_runtime(p, DEFAULT_CHUNK_SECONDS)
     return p
-
-
-def dither_seed(text: str) -> int | None:
-    if text.lower() == "none":
-        return None
-    seed = int(text)
-    if not 0 <= seed < 1 << 63:
-        raise ValueError(text)
-    return seed
 
 
 CODEC_FLAGS = {"codec_scale": "scale", "codec_kbps": "kbps", "codec_entropy_model": "entropy_model",

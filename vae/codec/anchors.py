@@ -88,17 +88,19 @@ def parse_anchors(text: str) -> list[Anchor]:
     return anchors
 
 
-def find_ffmpeg(anchors: Iterable[Anchor]) -> str:
-    """The ffmpeg on PATH, checked to have the anchors' encoders; AnchorError if not."""
+def find_ffmpeg(anchors: Iterable[Anchor], flag: str | None = "--anchors") -> str:
+    """The ffmpeg on PATH, checked to have the anchors' encoders; AnchorError if not, naming
+    ``flag``, the option that asked for them (None: no option did, e.g. the app)."""
+    lead = f"{flag}: " if flag else ""
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
-        raise AnchorError("--anchors: ffmpeg is not on PATH (.ci/setup installs it)")
+        raise AnchorError(f"{lead}ffmpeg is not on PATH (.ci/setup installs it)")
     listed = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-encoders"],
                             capture_output=True, text=True, check=False).stdout
     missing = sorted({ANCHOR_CODECS[a.codec].encoder for a in anchors}
                      - set(re.findall(r"^\s*A\S*\s+(\S+)", listed, re.MULTILINE)))
     if missing:
-        raise AnchorError(f"--anchors: {ffmpeg} was built without {', '.join(missing)}")
+        raise AnchorError(f"{lead}{ffmpeg} was built without {', '.join(missing)}")
     return ffmpeg
 
 
