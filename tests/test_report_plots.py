@@ -91,6 +91,20 @@ def test_rate_distortion_ids_of_a_crowded_front_are_apart(tmp_path, monkeypatch)
 
 
 
+def test_slice_draws_a_parameter_the_study_has_no_distribution_for(tmp_path, monkeypatch):
+    table = pd.DataFrame({"trial_id": ["a_00000", "b_00001", "c_00002"],
+                          "outcome": ["completed", "completed", "pruned"],
+                          BEST_OBJECTIVE: [1.0, 1.5, 2.0],
+                          f"{report_plots.PARAM_PREFIX}model.activation": ["snake", "elu", "snake"],
+                          f"{report_plots.PARAM_PREFIX}loss.kl.weight": [1e-4, 1e-3, 1e-2]})
+    figures = keeping_figures(monkeypatch)
+    drawn = report_plots.plot_slice(table, {}, "objective", tmp_path / "slice.png")
+    assert drawn.file == "slice.png" and (tmp_path / "slice.png").stat().st_size > 0
+    activation, kl = figures["slice.png"].axes[:2]
+    assert [t.get_text() for t in activation.get_xticklabels()] == ["elu", "snake"]
+    assert kl.get_xscale() == "linear"
+
+
 def test_importance_is_drawn_from_its_minimum_with_its_count(tmp_path):
     def objective(trial):
         return trial.suggest_float("x", 0, 1) + 0.1 * trial.suggest_float("y", 0, 1)

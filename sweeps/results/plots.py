@@ -206,7 +206,7 @@ def plot_slice(table: pd.DataFrame, scales: dict[str, str], objective_name: str,
     best = best_row(table)
     for ax, column in zip(axes.flat, params):
         name = column.removeprefix(PARAM_PREFIX)
-        xs = slice_positions(ax, points[column], scales.get(name, "linear"))
+        xs = slice_positions(ax, points[column], scales.get(name) or inferred_scale(points[column]))
         outcome_scatter(ax, points, xs, BEST_OBJECTIVE)
         if best is not None:
             star_best(ax, xs[best.name], best[BEST_OBJECTIVE], f"best: {best.trial_id}")
@@ -217,6 +217,12 @@ def plot_slice(table: pd.DataFrame, scales: dict[str, str], objective_name: str,
     fig.suptitle(analysis.title())
     save(fig, out)
     return replace(analysis, file=out.name)
+
+
+def inferred_scale(values: pd.Series) -> str:
+    """The axis of a parameter the study holds no distribution for (e.g. a trial Optuna never
+    suggested): linear when every value is a number, else categories."""
+    return "linear" if pd.to_numeric(values.dropna(), errors="coerce").notna().all() else "categorical"
 
 
 def slice_positions(ax: plt.Axes, values: pd.Series, scale: str) -> pd.Series:
