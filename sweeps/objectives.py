@@ -96,10 +96,11 @@ def violation_in(value: float) -> float | None:
     return None
 
 
-def shown_value(value: float) -> str:
-    """A ranked value as a person reads it: ``3.531``, or ``outside the constraints by 2.5``."""
+def shown_value(value: float, outside: str = "outside the constraints by") -> str:
+    """A ranked value as a person reads it: ``3.531``, or ``outside the constraints by 2.5``
+    (a table column, whose header says what is ranked, passes a shorter ``outside``)."""
     violation = violation_in(value)
-    return f"{value:.4g}" if violation is None else f"outside the constraints by {violation:.4g}"
+    return f"{value:.4g}" if violation is None else f"{outside} {violation:.4g}"
 
 
 def ranking_words(primary: Goal, constraints: Iterable[Constraint]) -> str:

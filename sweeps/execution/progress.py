@@ -20,7 +20,7 @@ from tabulate import tabulate
 from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, OBJECTIVE, OUTCOMES, SweepPaths, ranked,
                            trial_outcome, trial_value)
 from sweeps.objectives import (INFEASIBLE_WORDS, Constraint, Goal, at_best_report, ranking_words,
-                               shown_value)
+                               shown_value, violation_in)
 from sweeps.execution.trial import rate_penalty_words
 from vae.metric_table import METRICS, SAMPLED_SUFFIX
 
@@ -129,6 +129,13 @@ def short_name(param: str) -> str:
     return ".".join(param.split(".")[-2:])
 
 
+def ranked_cell(key: str, value: Any) -> Any:
+    """A ranked scalar outside the constraints as its violation, not INFEASIBLE_OFFSET + it."""
+    if key in (OBJECTIVE, BEST_OBJECTIVE) and isinstance(value, float) and violation_in(value) is not None:
+        return shown_value(value, outside="outside by")
+    return value
+
+
 def trial_rows(trials: list[Any], view: SweepView, parameter_columns: dict[str, str],
                metric_columns: dict[str, str]) -> list[dict[str, Any]]:
     """One row per trial, best first: trial, state, searched values, then the metric columns."""
@@ -139,7 +146,7 @@ def trial_rows(trials: list[Any], view: SweepView, parameter_columns: dict[str, 
         result = trial.last_result or {}
         row: dict[str, Any] = {"trial": str(trial), "state": trial_state(trial, view)}
         row.update({label: trial.config.get(param) for param, label in parameter_columns.items()})
-        row.update({label: result.get(key) for key, label in metric_columns.items()})
+        row.update({label: ranked_cell(key, result.get(key)) for key, label in metric_columns.items()})
         rows.append(row)
     return rows
 

@@ -50,7 +50,8 @@ class EpochKeySampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.items_per_epoch)
-        keys = (self.epoch * self.items_per_epoch + order[: len(self) * self.replicas])[self.rank:: self.replicas]
+        keys = self.epoch * self.items_per_epoch + order[: len(self) * self.replicas]
+        keys = keys[self.rank:: self.replicas]
         if self.resumed_at is not None and self.resumed_at[0] == self.epoch:
             keys = keys[self.resumed_at[1]:]  # len() stays the epoch's: Lightning counts on
         return iter(keys.tolist())
