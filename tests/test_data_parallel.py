@@ -118,7 +118,9 @@ def vae_train(tmp_path, *args: str) -> subprocess.CompletedProcess:
     overrides = [f"{k}={v}".replace(" ", "") for k, v in MICRO.items() if k != "data.batch_size"]
     return subprocess.run([sys.executable, "-m", "vae.cli.train", *overrides,
                            "tracking.experiment=ddp", "trainer.val_every_steps=3",
-                           "trainer.log_every_steps=1", "trainer.seed=5", *args], cwd=tmp_path,
+                           "trainer.log_every_steps=1", "trainer.seed=5",
+                           # constant: a run stopped early schedules the rate of a longer one
+                           "optim.scheduler=constant", *args], cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
 
 
@@ -155,8 +157,24 @@ def test_two_gloo_processes_follow_the_one_process_curve_and_resume(tmp_path):
                         "trainer.max_steps=9", "tracking.experiment=resumed", f"ckpt_path={last}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Final validation at step 9" in resumed.stdout
-    resumed_curve, _ = curve(two, "resumed")
+    resumed_curve, resumed_runs = curve(two, "resumed")
     assert len(resumed_curve["train/loss"]) == 3  # steps 7..9 only: it went on from step 6
+
+    # Each process's data and posterior noise go on as in a run never stopped: the same weights.
+    whole_dir = tmp_path / "whole"
+    whole_dir.mkdir()
+    whole = vae_train(whole_dir, "data.batch_size=2", "trainer.devices=2", "trainer.accelerator=cpu",
+                      "trainer.max_steps=9")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    whole_curve, whole_runs = curve(whole_dir)
+    assert resumed_curve["train/loss"] == whole_curve["train/loss"][6:]
+
+    def weights(folder, run) -> dict[str, torch.Tensor]:
+        path = folder / "runs" / run.info.run_id / "checkpoints" / "last.ckpt"
+        return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+    resumed_weights, whole_weights = weights(two, resumed_runs[0]), weights(whole_dir, whole_runs[0])
+    assert all(torch.equal(resumed_weights[name], whole_weights[name]) for name in whole_weights)
 
 
 def test_more_processes_than_the_machine_has_is_one_line_and_exit_2(tmp_path):

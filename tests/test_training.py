@@ -224,19 +224,26 @@ class SaveAtValidation(pl.Callback):
     (0, 4, "last.ckpt"), (1, 4, "last.ckpt"),  # one batch into epoch 1
     (0, 3, "last.ckpt"), (1, 3, "last.ckpt"),  # the end of epoch 0
     (0, 4, "validation")])
-def test_a_resumed_run_takes_the_batches_an_unbroken_run_takes(tmp_path, workers, stopped_at, saved_in):
+def test_a_resumed_run_is_the_unbroken_run(tmp_path, workers, stopped_at, saved_in):
     """Three batches an epoch: resuming mid-epoch goes on at the next batch of the same epoch
-    (not its first), with that epoch's order, whether loader workers drew keys ahead or not."""
+    (not its first), with that epoch's order, whether loader workers drew keys ahead or not, and
+    with the posterior noise the unbroken run drew: the same weights, bit for bit. (A constant
+    learning rate: a shorter max_steps would otherwise schedule another one.)"""
     config = micro_config(**{"data.train_chunks_per_epoch": 6, "data.num_workers": workers,
                              "trainer.val_every_steps": 2, "trainer.max_steps": 8,
-                             "trainer.out_dir": str(tmp_path)})
+                             "optim.scheduler": "constant", "trainer.out_dir": str(tmp_path)})
     unbroken, resumed = BatchRecorder(), BatchRecorder()
-    train(config, run_dir=tmp_path / "unbroken", callbacks=[unbroken])
+    whole = train(config, run_dir=tmp_path / "unbroken", callbacks=[unbroken])
     in_validation = tmp_path / "validation.ckpt"
     first = train(config.override({"trainer.max_steps": stopped_at}), run_dir=tmp_path / "first",
                   callbacks=[SaveAtValidation(in_validation)])
     ckpt = first.last_checkpoint if saved_in == "last.ckpt" else str(in_validation)
-    train(config, ckpt_path=ckpt, run_dir=tmp_path / "resumed", callbacks=[resumed])
+    again = train(config, ckpt_path=ckpt, run_dir=tmp_path / "resumed", callbacks=[resumed])
     assert sorted(resumed.batches) == list(range(stopped_at + 1, 9))
     for step, batch in resumed.batches.items():
         assert torch.equal(batch, unbroken.batches[step]), f"step {step}"
+    weights = torch.load(again.last_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    expected = torch.load(whole.last_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    assert weights.keys() == expected.keys()
+    assert all(torch.equal(weights[name], expected[name]) for name in expected)
+    assert again.metrics == whole.metrics

@@ -131,6 +131,9 @@ class AudioDataModule(pl.LightningDataModule):
             persistent_workers=workers > 0,
             collate_fn=stack_chunks,
             pin_memory=torch.cuda.is_available(),
+            # The loader's own draws (its workers' seeds), kept off the global stream the training
+            # noise comes from: a resumed run's noise then goes on as an unbroken run's would.
+            generator=torch.Generator().manual_seed(self.config.data.seed),
         )
 
     def _build(self, split: str) -> Dataset:

@@ -11,6 +11,7 @@ same weights, which is what DDP guarantees."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -54,6 +55,16 @@ def average_tensor(value: torch.Tensor) -> torch.Tensor:
     total = value.detach().clone()
     dist.all_reduce(total)
     return total / size
+
+
+def gathered(value: Any) -> list[Any]:
+    """``value`` of every process, by rank (a picklable object; ``[value]`` on one process)."""
+    size = world_size()
+    if size == 1:
+        return [value]
+    values: list[Any] = [None] * size
+    dist.all_gather_object(values, value)
+    return values
 
 
 class GradientAveragingStrategy(DDPStrategy):

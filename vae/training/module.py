@@ -19,7 +19,7 @@ from vae.loudness import at_evaluation_level
 from vae.metric_table import METRICS, SAMPLED_SUFFIX
 from vae.metrics import active_units, distortions
 from vae.model import AudioVAE, kl_to_kbps
-from vae.training.distributed import average_gradients, average_tensor, world_size
+from vae.training.distributed import average_gradients, average_tensor, gathered, world_size
 from vae.training.schedules import WarmupSchedule
 
 
@@ -189,6 +189,10 @@ class AudioVAEModule(pl.LightningModule):
             checkpoint["balancer"] = self.balancer.state_dict()
         if self.adversarial is not None:
             checkpoint["discriminator_optimizer"] = self.adversarial.optimizer_state_dict()
+        # Every process's random stream (the posterior's training noise), so a resumed run draws
+        # what an unbroken one would. Lightning builds the checkpoint on every process.
+        checkpoint["rng"] = gathered({"cpu": torch.get_rng_state(), **(
+            {"cuda": torch.cuda.get_rng_state()} if self.device.type == "cuda" else {})})
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         schedules = checkpoint.get("schedules", {})
@@ -200,6 +204,12 @@ class AudioVAEModule(pl.LightningModule):
             self.balancer.load_state_dict(checkpoint["balancer"])
         if self.adversarial is not None and "discriminator_optimizer" in checkpoint:
             self.adversarial.load_optimizer_state_dict(checkpoint["discriminator_optimizer"])
+        streams = checkpoint.get("rng", [])
+        if len(streams) == world_size():  # else (other process count): the freshly seeded ones
+            stream = streams[self.global_rank]
+            torch.set_rng_state(stream["cpu"])
+            if "cuda" in stream and self.device.type == "cuda":
+                torch.cuda.set_rng_state(stream["cuda"])
 
     # ---- validation: fixed-definition metrics -----------------------------------------------
 
