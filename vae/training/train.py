@@ -45,6 +45,10 @@ def quiet_lightning() -> None:
     # epoch metrics are already every process's: the advice to sync them does not apply.
     warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\('(val/|step)",
                             module=r"pytorch_lightning\.trainer\.connectors\.logger_connector")
+    # last.ckpt is meant to hold the weights after step N's update, what resuming at step N
+    # needs; Lightning >= 2.6 warns on every run that a manually optimised module's does.
+    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization",
+                            module=r"pytorch_lightning\.callbacks\.model_checkpoint")
     # Lightning looks for the position in the loader; the data module keeps it (its state_dict).
     warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch",
                             module=r"pytorch_lightning\.loops\.training_epoch_loop")
