@@ -58,3 +58,15 @@ def test_orphaned_proposals_are_failed_at_the_end(tmp_path):
     assert fail_orphaned_trials(storage, "s") == 1
     study = optuna.load_study(study_name="s", storage=storage)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL"]
+
+
+def test_nsga2_breeds_generations_of_the_spaces_startup_trials(tmp_path):
+    from sweeps.execution.search import make_sampler
+
+    space = {**SPACE, "num_samples": 6, "searcher": {"sampler": "nsga2", "startup_trials": 3}}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=make_sampler(load_space(path)))
+    study.optimize(lambda t: (t.suggest_float("x", 0, 1), 1 - t.params["x"] ** 0.5), n_trials=6)
+    generations = [t.system_attrs.get("NSGAIISampler:generation") for t in study.trials]
+    assert generations == [0, 0, 0, 1, 1, 1]  # Optuna's default population (50): all generation 0

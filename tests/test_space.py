@@ -121,6 +121,11 @@ MALFORMED = [
      "scheduler: ASHA needs at least 2 validations per trial"),
     ("rate budget on a maximised objective", with_changes(**{"objective/metric": "val/si_sdr", "objective/mode": "max", "rate_budget": {"max_kbps": 6}}),
      "rate_budget: needs an objective that is minimised"),
+    ("NSGA-II population of one", with_changes(searcher={"sampler": "nsga2", "startup_trials": 1}),
+     "searcher.startup_trials: NSGA-II's population (each generation's trials) must be at least 2, got 1"),
+    ("NSGA-II without a second generation", with_changes(searcher={"sampler": "nsga2", "startup_trials": 3}),
+     "searcher.startup_trials: 3 is NSGA-II's population, so 4 trials (num_samples) never breed a "
+     "second generation; use at most 2"),
 ]
 
 

@@ -60,6 +60,8 @@ class SweepView:
         searcher = f"Optuna {SAMPLERS[spec.searcher.sampler]} (seed {spec.searcher.seed}"
         if spec.searcher.sampler in ("tpe", "gp"):
             searcher += f"; the first {spec.searcher.startup_trials} trials random"
+        elif spec.searcher.sampler == "nsga2":
+            searcher += f"; generations of {spec.searcher.startup_trials} trials, the first random"
         if spec.scheduler.type == "asha":
             sched = spec.scheduler
             scheduler = (f"ASHA on {sched.time_attr}: max_t {space.max_t}, grace "

@@ -37,7 +37,10 @@ def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
     if searcher.sampler == "gp":
         return optuna.samplers.GPSampler(seed=searcher.seed, n_startup_trials=searcher.startup_trials)
     if searcher.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=searcher.seed)
+        # Generations of startup_trials (the space's rules keep two at least): Optuna's default
+        # population of 50 exceeds most sweeps' trial counts, leaving NSGA-II a random search.
+        return optuna.samplers.NSGAIISampler(seed=searcher.seed,
+                                             population_size=searcher.startup_trials)
     return optuna.samplers.RandomSampler(seed=searcher.seed)
 
 

@@ -1,7 +1,7 @@
 """The rules between params of a search space: conditions (which earlier categorical value a
-param depends on), starting points (``points_to_evaluate``) and who sets a trial's process
-count. Apart from space.py, which parses the file and checks each param against the config
-schema."""
+param depends on), starting points (``points_to_evaluate``), who sets a trial's process count,
+and NSGA-II's population against the trial count. Apart from space.py, which parses the file and
+checks each param against the config schema."""
 
 from __future__ import annotations
 
@@ -76,3 +76,18 @@ def process_problems(spec: Any) -> list[str]:
             problems.append(f"{where}.{key}: a trial's data-parallel processes are set by "
                             "resources.workers (Ray Train workers), not by the trainer")
     return problems
+
+
+def searcher_problems(spec: Any) -> list[str]:
+    """NSGA-II breeds generations of ``searcher.startup_trials`` trials (its population; the
+    first is random): fewer than two generations' worth of trials is a random search."""
+    population, trials = spec.searcher.startup_trials, spec.num_samples
+    if spec.searcher.sampler != "nsga2":
+        return []
+    if population < 2:
+        return [f"searcher.startup_trials: NSGA-II's population (each generation's trials) must "
+                f"be at least 2, got {population}"]
+    if trials < 2 * population:
+        return [f"searcher.startup_trials: {population} is NSGA-II's population, so {trials} "
+                f"trials (num_samples) never breed a second generation; use at most {trials // 2}"]
+    return []

@@ -19,7 +19,8 @@ from sweeps.layout import LayoutError, check_name
 from sweeps.objectives import Constraint, Goal
 from sweeps.space.objectives import (ConstraintSpec, ListedObjective, Objective, StrictSection,
                                      check_objectives)
-from sweeps.space.rules import condition_problems, point_problems, process_problems
+from sweeps.space.rules import (condition_problems, point_problems, process_problems,
+                                searcher_problems)
 from vae.config import ConfigError, VAEConfig, load_config
 from vae.config_fields import field_spec
 from vae.user_files import UserFileError, parse_yaml, read_user_text
@@ -64,7 +65,7 @@ class RateBudget(StrictSection):
 class Searcher(StrictSection):
     sampler: Literal["tpe", "gp", "random", "nsga2"] = "tpe"
     seed: int = 0
-    startup_trials: int = Field(4, ge=0)
+    startup_trials: int = Field(4, ge=0, description="random trials first; NSGA-II: its population")
 
 
 class Scheduler(StrictSection):
@@ -207,6 +208,7 @@ def load_space(path: str | Path, overrides: dict[str, Any] | None = None) -> Sea
         _check_param(name, param, spec, base_config, problems)
     problems.extend(point_problems(spec.points_to_evaluate, spec.params))
     problems.extend(process_problems(spec))
+    problems.extend(searcher_problems(spec))
     if problems:
         raise SpaceError(str(path), problems)
     return SearchSpace(path.resolve(), spec, base_config, raw_text)
