@@ -40,8 +40,22 @@ def sweep_command(root: Path, *extra: str) -> list[str]:
             f"sqlite:///{root / 'mlflow.db'}", "--num-cpus", "2", "--no-report", *extra]
 
 
-def checkpoints(root: Path) -> list[Path]:
-    return list((root / "results" / "resume").glob("trial_*/checkpoint_*"))
+def kill_point(experiment: Path, trials: int) -> bool:
+    """``trials`` trials under way, one past its first checkpoint, and Tune's experiment state
+    written after their newest checkpoint. Not a moment earlier: Tune deletes a trial's previous
+    checkpoint a moment before it records the new one in that state, and a kill in between
+    leaves the state naming a deleted checkpoint (Ray Tune's own race; README, "Resuming after a SIGKILL")."""
+    found = list(experiment.glob("trial_*/checkpoint_*"))
+    by_trial = {p.parent for p in found}
+    states = list(experiment.glob("experiment_state-*.json"))
+    if len(by_trial) < trials or len(found) != len(by_trial) or not states:
+        return False  # or a trial between writing its new checkpoint and deleting its old one
+    try:
+        written = max(p.stat().st_mtime for p in states)
+        newest = max(p.stat().st_mtime for p in found)
+    except FileNotFoundError:  # deleted while looked at
+        return False
+    return written > newest and any(not p.name.endswith("000000") for p in found)
 
 
 def kill_session(session_id: int) -> None:
@@ -64,11 +78,8 @@ def test_sigkilled_driver_resumes_without_losing_or_duplicating(tmp_path):
                              start_new_session=True, env=env)
     deadline = time.time() + 300
     # Kill once two trials are under way with checkpoints, before any could finish.
-    while time.time() < deadline and first.poll() is None:
-        trial_dirs = {p.parent for p in checkpoints(tmp_path)}
-        if len(trial_dirs) >= 2 and len(checkpoints(tmp_path)) >= 3:
-            break
-        time.sleep(0.5)
+    while time.time() < deadline and first.poll() is None and not kill_point(tmp_path / "results" / "resume", 2):
+        time.sleep(0.2)
     assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
     kill_session(first.pid)  # the driver and the local Ray it started, nothing else
     first.wait()

@@ -31,7 +31,7 @@ from sweeps.space.schema import load_space
 from sweeps.execution.tracking import TRIAL_TAG, child_runs, client_for
 from sweeps.execution.trial_workers import WORKER_NODES_TAG
 from tests.conftest import MICRO
-from tests.test_resume import kill_session
+from tests.test_resume import kill_point, kill_session
 from tests.test_sweep import run_space
 from vae.inference import load_bundle
 
@@ -93,10 +93,10 @@ def test_a_killed_driver_of_two_worker_trials_resumes_without_losing_or_duplicat
     with open(tmp_path / "first.log", "w") as log:
         first = subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
                                  start_new_session=True, env=env)
-    trial_checkpoints = lambda: list((tmp_path / "results" / "resume_workers").glob("trial_*/checkpoint_*"))  # noqa: E731
     deadline = time.time() + 300
-    while time.time() < deadline and first.poll() is None and len(trial_checkpoints()) < 2:
-        time.sleep(0.5)
+    experiment = tmp_path / "results" / "resume_workers"
+    while time.time() < deadline and first.poll() is None and not kill_point(experiment, 1):
+        time.sleep(0.2)
     assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
     kill_session(first.pid)  # the driver, its local Ray, the trial and its two workers
     first.wait()
