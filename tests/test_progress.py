@@ -70,12 +70,16 @@ def test_states_follow_the_outcome_rule_and_rows_rank_like_the_report(space, tri
     # the smoke space's constraint: the ranked scalar beside the metrics it is made of
     assert list(rows[0]) == ["trial", "state", "kl.weight", "kl.free_bits", "optim.lr", "iter", "step",
                              "mel_distance_sampled", "si_sdr_sampled", "objective", "best objective"]
-    assert rows[0]["state"] == "pruned" and rows[0]["best objective"] == 3.1 and rows[0]["iter"] == 2
+    assert rows[0]["state"] == "pruned" and rows[0]["best objective"] == "3.1" and rows[0]["iter"] == 2
     # a report outside the constraint: its violation, not the 10^6 it ranks by
     trials[0].update_last_result({"objective": 1e6 + 2.5, "best_objective": 1e6 + 0.25})
     busy = next(row for row in trial_rows(trials, view, reporter._parameter_columns,
                                           reporter._metric_columns) if row["trial"] == "run_trial_done")
     assert (busy["objective"], busy["best objective"]) == ("outside by 2.5", "outside by 0.25")
+    trials[1].update_last_result({"objective": 3.14159265358979})
+    reporter.setup(total_samples=8)
+    table = reporter._progress_str(trials, False)
+    assert "outside by 2.5" in table and "3.142" in table and "3.14159" not in table  # 4 digits
 
 
 def test_report_text_counts_trials_and_names_the_best(space, trials):

@@ -20,7 +20,7 @@ from tabulate import tabulate
 from sweeps.layout import (BEST_OBJECTIVE, BEST_STEP, OBJECTIVE, OUTCOMES, SweepPaths, ranked,
                            trial_outcome, trial_value)
 from sweeps.objectives import (INFEASIBLE_WORDS, Constraint, Goal, at_best_report, ranking_words,
-                               shown_value, violation_in)
+                               shown_value)
 from sweeps.execution.trial import rate_penalty_words
 from vae.metric_table import METRICS, SAMPLED_SUFFIX
 
@@ -132,8 +132,10 @@ def short_name(param: str) -> str:
 
 
 def ranked_cell(key: str, value: Any) -> Any:
-    """A ranked scalar outside the constraints as its violation, not INFEASIBLE_OFFSET + it."""
-    if key in (OBJECTIVE, BEST_OBJECTIVE) and isinstance(value, float) and violation_in(value) is not None:
+    """A ranked scalar as text: ``3.544``, or outside the constraints its violation, not
+    INFEASIBLE_OFFSET + it. Text throughout the column: tabulate formats no float in a column
+    that holds text."""
+    if key in (OBJECTIVE, BEST_OBJECTIVE) and isinstance(value, float):
         return shown_value(value, outside="outside by")
     return value
 
