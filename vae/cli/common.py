@@ -48,13 +48,9 @@ def dither_seed(text: str) -> int | None:
     """A ``--dither-seed`` value: a seed from 0 to 2**63 - 1, or ``none`` for no dither."""
     if text.lower() == "none":
         return None
-    try:
-        seed = int(text)
-    except ValueError:
-        seed = -1
-    if not 0 <= seed < 1 << 63:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a seed from 0 to 2**63 - 1, or 'none'")
-    return seed
+    if text.isascii() and text.isdigit() and int(text) < 1 << 63:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r}: expected a seed from 0 to 2**63 - 1, or 'none'")
 
 
 def writable_problem(what: str, folder: str | Path) -> str | None:
